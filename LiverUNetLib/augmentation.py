@@ -1,0 +1,156 @@
+"""Paired image/mask augmentation in torch, on the training device.
+
+Readable transform objects in the spirit of torchio, applied to a whole batch at once so a GPU is
+not starved by CPU-side augmentation. Spatial transforms move image and mask with one sampling
+grid; there is deliberately no flip: the liver must stay on the patient's right.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Batch:
+    """Images (N, C, H, W), masks (N, 1, H, W) in {0, 1}, valid (N,) annotated-slice flags."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    valid: torch.Tensor
+
+
+class Transform(Protocol):
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch: ...
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device) * (high - low) + low
+
+
+@dataclass
+class RandomAffineElastic:
+    """Rotation, isotropic scale, shift and a smooth elastic field, as one grid_sample per batch."""
+
+    degrees: float = 15.0
+    scale: tuple[float, float] = (0.85, 1.15)
+    shift_fraction: float = 0.08
+    elastic_magnitude: float = 0.03  # displacement in normalised [-1, 1] coordinates
+    elastic_grid: int = 5
+    probability: float = 0.9
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image, mask = batch.image, batch.mask
+        n, _, h, w = image.shape
+        device = image.device
+        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float()
+        angle = _uniform(n, -self.degrees, self.degrees, generator, device) * math.pi / 180 * apply
+        zoom = 1.0 + (_uniform(n, self.scale[0], self.scale[1], generator, device) - 1.0) * apply
+        shift = _uniform(2 * n, -self.shift_fraction, self.shift_fraction, generator, device).view(n, 2)
+        shift = shift * 2 * apply[:, None]
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack(
+            [torch.stack([cos, -sin * h / w, shift[:, 0]], 1), torch.stack([sin * w / h, cos, shift[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
+        if self.elastic_magnitude > 0:
+            coarse = torch.randn(
+                (n, 2, self.elastic_grid, self.elastic_grid), generator=generator, device=device
+            ) * (self.elastic_magnitude * apply.view(n, 1, 1, 1))
+            field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+            grid = grid + field.permute(0, 2, 3, 1)
+        image = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        mask = F.grid_sample(mask, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return Batch(image, (mask > 0.5).to(mask.dtype), batch.valid)
+
+
+@dataclass
+class RandomGamma:
+    """Gamma on the min-max rescaled intensities, which keeps the value range."""
+
+    log_gamma: float = 0.3
+    probability: float = 0.5
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image = batch.image
+        n = image.shape[0]
+        device = image.device
+        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float()
+        gamma = torch.exp(_uniform(n, -self.log_gamma, self.log_gamma, generator, device) * apply).view(n, 1, 1, 1)
+        flat = image.view(n, -1)
+        low = flat.min(1).values.view(n, 1, 1, 1)
+        high = flat.max(1).values.view(n, 1, 1, 1)
+        span = (high - low).clamp_min(1e-6)
+        image = ((image - low) / span).clamp_(0, 1).pow(gamma) * span + low
+        return Batch(image, batch.mask, batch.valid)
+
+
+@dataclass
+class RandomContrast:
+    """Multiply around the mean and add an offset (brightness/contrast)."""
+
+    contrast: float = 0.2
+    brightness: float = 0.1
+    probability: float = 0.5
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image = batch.image
+        n = image.shape[0]
+        device = image.device
+        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float().view(n, 1, 1, 1)
+        factor = _uniform(n, 1 - self.contrast, 1 + self.contrast, generator, device).view(n, 1, 1, 1)
+        offset = _uniform(n, -self.brightness, self.brightness, generator, device).view(n, 1, 1, 1)
+        mean = image.mean(dim=(1, 2, 3), keepdim=True)
+        changed = (image - mean) * factor + mean + offset
+        return Batch(apply * changed + (1 - apply) * image, batch.mask, batch.valid)
+
+
+@dataclass
+class RandomNoise:
+    """Additive Gaussian noise with a random standard deviation up to ``std``."""
+
+    std: float = 0.1
+    probability: float = 0.3
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image = batch.image
+        n = image.shape[0]
+        device = image.device
+        sigma = _uniform(n, 0, self.std, generator, device)
+        sigma = sigma * (torch.rand(n, generator=generator, device=device) < self.probability).float()
+        noise = torch.randn(image.shape, generator=generator, device=device) * sigma.view(n, 1, 1, 1)
+        return Batch(image + noise, batch.mask, batch.valid)
+
+
+@dataclass
+class Compose:
+    transforms: Sequence[Transform]
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        for transform in self.transforms:
+            batch = transform(batch, generator)
+        return batch
+
+
+def default_augmentation(strength: float = 1.0) -> Compose:
+    """The standard pipeline; ``strength`` 0 disables it, 1 is the default, up to 2 is stronger."""
+    s = max(0.0, float(strength))
+    if s == 0:
+        return Compose([])
+    return Compose(
+        [
+            RandomAffineElastic(
+                degrees=15.0 * s,
+                scale=(1 - 0.15 * s, 1 + 0.15 * s),
+                shift_fraction=0.08 * s,
+                elastic_magnitude=0.03 * s,
+            ),
+            RandomGamma(log_gamma=0.3 * s),
+            RandomContrast(contrast=0.2 * s, brightness=0.1 * s),
+            RandomNoise(std=0.1 * s),
+        ]
+    )

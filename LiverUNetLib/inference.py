@@ -1,0 +1,229 @@
+"""Whole-volume inference: slices in batches on the best device, back onto the exact input grid.
+
+Slices are taken perpendicular to the superior axis, normalised with whole-volume statistics,
+resampled in plane to the model's spacing, padded with mirrored borders (overlap-tile for slices
+larger than ``max_tile``), run through every fold network, and the averaged probability is
+resampled back to the native slice size. Work goes slab by slab so memory stays bounded; a GPU
+out-of-memory error halves the batch and finally falls back to the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .devices import DeviceChoice, autocast_dtype, describe_device, is_out_of_memory, resolve_device
+from .errors import LiverUNetError
+from .model_file import LiverModel, ModelSource, resolve_model
+from .postprocessing import fill_holes_per_slice, largest_component
+from .preprocessing import (
+    context_indices,
+    in_plane_spacing,
+    intensity_statistics,
+    network_size,
+    normalise,
+    require_modality_match,
+    resample_slices,
+    to_slice_first,
+)
+from .progress import CancelToken, ProgressCallback, ProgressEvent, Stage, ignore_progress
+from .volume import Volume
+
+TTA_SCALES = (1.0, 0.9, 1.1)
+
+
+@dataclass
+class InferenceConfig:
+    """How to run a model; nothing here changes what the model learned."""
+
+    device: Union[DeviceChoice, str] = DeviceChoice.AUTO
+    batch_size: Optional[int] = None
+    tta: bool = False
+    largest_component: bool = True
+    fill_holes: bool = False
+    threshold: Optional[float] = None
+    return_probability: bool = False
+    max_tile: int = 512
+    tile_margin: int = 32
+    slab_slices: int = 64
+    half_precision: bool = True
+    allow_modality_mismatch: bool = False
+
+
+@dataclass
+class SegmentationResult:
+    mask: Volume
+    probability: Optional[Volume]
+    device: str
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _pad_reflect(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class _Predictor:
+    """Runs the fold ensemble on batches, with mirrored padding and the OOM fallbacks."""
+
+    def __init__(self, model: LiverModel, config: InferenceConfig, device: torch.device) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.batch_size = config.batch_size or (32 if device.type != "cpu" else 8)
+        self.warnings: list[str] = []
+        self.model.to(device).eval()
+        self.multiple = model.network_config.size_multiple
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean sigmoid probability of all fold networks for a padded batch on the device."""
+        dtype = autocast_dtype(self.device) if self.config.half_precision else None
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            total = None
+            for net in self.model.networks:
+                p = torch.sigmoid(net(x).float())
+                total = p if total is None else total + p
+        return total / len(self.model.networks)
+
+    def _forward_tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """Overlap-tile: windows of ``max_tile`` whose outer ``tile_margin`` pixels are discarded."""
+        height, width = x.shape[-2:]
+        tile = _round_up(self.config.max_tile, self.multiple)
+        margin = min(self.config.tile_margin, tile // 4)
+        core = tile - 2 * margin
+        padded = F.pad(x, (margin, margin + max(0, core - width), margin, margin + max(0, core - height)), mode="reflect")
+        out = torch.empty((x.shape[0], 1, height, width), device=x.device)
+        rows = list(range(0, max(height - core, 0) + 1, core))
+        cols = list(range(0, max(width - core, 0) + 1, core))
+        if rows[-1] + core < height:
+            rows.append(height - core)
+        if cols[-1] + core < width:
+            cols.append(width - core)
+        for r in rows:
+            for c in cols:
+                window = padded[..., r : r + tile, c : c + tile]
+                p = self._forward(window)
+                h, w = min(core, height - r), min(core, width - c)
+                out[..., r : r + h, c : c + w] = p[..., margin : margin + h, margin : margin + w]
+        return out
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Probability (N, 1, H, W) on the device for network-ready slices (N, C, H, W)."""
+        height, width = x.shape[-2:]
+        if max(height, width) > self.config.max_tile:
+            return self._forward_tiled(x)
+        padded = _pad_reflect(x, _round_up(height, self.multiple), _round_up(width, self.multiple))
+        return self._forward(padded)[..., :height, :width]
+
+    def fall_back_to_cpu(self) -> None:
+        self.warnings.append(
+            f"The GPU ran out of memory even with single slices; finished on the CPU instead ({self.device})."
+        )
+        self.device = torch.device("cpu")
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def segment_volume(
+    volume: Volume,
+    model: ModelSource = None,
+    config: Optional[InferenceConfig] = None,
+    progress: ProgressCallback = ignore_progress,
+    cancel: Optional[CancelToken] = None,
+) -> SegmentationResult:
+    """Segment the liver in ``volume``; the mask is uint8 0/1 on exactly the input grid."""
+    started = time.perf_counter()
+    config = config or InferenceConfig()
+    cancel = cancel or CancelToken()
+    volume.validate_scalar_3d("image")
+    liver_model = resolve_model(model)
+    preprocess = liver_model.preprocess
+    warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch)
+    device = resolve_device(config.device)
+    progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing on {describe_device(device)}"))
+
+    axis = volume.slice_axis()
+    slices = to_slice_first(volume.array, axis)
+    count, height, width = slices.shape
+    stats = intensity_statistics(volume.array, preprocess)
+    spacing = in_plane_spacing(volume)
+    scales = TTA_SCALES if config.tta else (1.0,)
+    sizes = [
+        network_size((height, width), spacing, (preprocess.in_plane_spacing_mm or min(spacing)) * s)
+        if preprocess.in_plane_spacing_mm or s != 1.0
+        else (height, width)
+        for s in scales
+    ]
+    predictor = _Predictor(liver_model, config, device)
+    probability = np.empty((count, height, width), dtype=np.float32 if config.return_probability else np.float16)
+
+    with torch.inference_mode():
+        start = 0
+        while start < count:
+            cancel.check()
+            stop = min(count, start + predictor.batch_size)
+            index = np.arange(start, stop)
+            neighbours = context_indices(index, count, preprocess.context_slices)
+            raw = torch.from_numpy(np.ascontiguousarray(slices[neighbours.ravel()]))
+            raw = raw.view(len(index), preprocess.in_channels, height, width)
+            try:
+                x = normalise(raw.to(predictor.device), stats)
+                total = torch.zeros((len(index), 1, height, width), device=predictor.device)
+                for size in sizes:
+                    p = predictor.predict(resample_slices(x, size))
+                    total += resample_slices(p, (height, width))
+                probability[start:stop] = (total / len(sizes))[:, 0].cpu().numpy()
+            except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
+                if not is_out_of_memory(error):
+                    raise
+                if predictor.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if predictor.batch_size > 1:
+                    predictor.batch_size //= 2
+                elif predictor.device.type != "cpu":
+                    predictor.fall_back_to_cpu()
+                else:
+                    raise LiverUNetError(
+                        "Out of memory on the CPU even with single slices. Close other programs or crop "
+                        "the volume to the abdomen."
+                    ) from None
+                continue
+            start = stop
+            progress(ProgressEvent(Stage.INFERENCE, stop / count, f"{stop}/{count} slices"))
+
+    progress(ProgressEvent(Stage.POSTPROCESSING, 1.0, "Cleaning up the mask"))
+    threshold = config.threshold if config.threshold is not None else liver_model.threshold
+    mask = probability >= threshold
+    if config.largest_component:
+        mask = largest_component(mask)
+    if config.fill_holes:
+        mask = fill_holes_per_slice(mask, 0)
+    mask_kji = np.ascontiguousarray(np.moveaxis(mask.astype(np.uint8), 0, axis))
+    if not mask_kji.any():
+        warnings.append("No liver was found in this image. Check the field of view and the modality.")
+    probability_volume = None
+    if config.return_probability:
+        probability_volume = volume.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
+    result_mask = volume.with_array(mask_kji)
+    result_mask.metadata["segment"] = "Liver"
+    return SegmentationResult(
+        result_mask,
+        probability_volume,
+        describe_device(predictor.device),
+        time.perf_counter() - started,
+        warnings + predictor.warnings,
+    )

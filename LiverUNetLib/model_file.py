@@ -1,0 +1,227 @@
+"""The model file: weights plus everything needed to repeat preprocessing and inference.
+
+Saved with ``torch.save`` of plain containers (dicts, lists, strings, numbers, tensors) and loaded
+with ``torch.load(weights_only=True)``, so opening a model file never runs code from it. A file
+holds one network or the k fold networks of a cross-validated ensemble, whose probabilities are
+averaged at inference. Writes are atomic: a failed or cancelled save leaves any previous file intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from . import __version__
+from .errors import LiverUNetError
+from .networks import NetworkConfig, UNet
+from .preprocessing import PreprocessConfig
+
+FORMAT_NAME = "liverunet-model"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_FILE = Path(__file__).resolve().parent / "models" / "liver_mri_t2_default.pt"
+
+
+@dataclass
+class ModelCard:
+    """Provenance: what the model learned from and how well it did."""
+
+    name: str = "LiverUNet model"
+    description: str = ""
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    library_version: str = __version__
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created": self.created,
+            "library_version": self.library_version,
+            "training": self.training,
+            "validation": self.validation,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class LiverModel:
+    """One or more U-Nets (fold ensemble) with their preprocessing, threshold and model card."""
+
+    networks: list[UNet]
+    network_config: NetworkConfig
+    preprocess: PreprocessConfig
+    card: ModelCard = field(default_factory=ModelCard)
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.networks:
+            raise LiverUNetError("A model needs at least one network.")
+        if self.network_config.in_channels != self.preprocess.in_channels:
+            raise LiverUNetError(
+                f"Network input channels ({self.network_config.in_channels}) do not match the 2.5D "
+                f"context ({self.preprocess.in_channels} slices)."
+            )
+
+    @classmethod
+    def create(cls, network_config: NetworkConfig, preprocess: PreprocessConfig, folds: int = 1) -> "LiverModel":
+        return cls([UNet(network_config) for _ in range(folds)], network_config, preprocess)
+
+    def to(self, device: torch.device) -> "LiverModel":
+        for net in self.networks:
+            net.to(device)
+        return self
+
+    def eval(self) -> "LiverModel":
+        for net in self.networks:
+            net.eval()
+        return self
+
+    def describe(self) -> str:
+        """The model card as readable text (``liverunet info``)."""
+        from .networks.unet import count_parameters
+
+        c, n, p = self.card, self.network_config, self.preprocess
+        lines = [
+            f"# {c.name}",
+            c.description or "",
+            f"created: {c.created} with LiverUNet {c.library_version}",
+            f"network: 2D U-Net, depth {n.depth}, base channels {n.base_channels}, "
+            f"{n.normalization.value} norm, {len(self.networks)} network(s) "
+            f"({count_parameters(self.networks[0]):,} parameters each)",
+            f"input: {p.modality.value.upper()}, in-plane spacing "
+            f"{p.in_plane_spacing_mm if p.in_plane_spacing_mm else 'native'} mm, "
+            f"{p.in_channels} slice(s) per input (2.5D context {p.context_slices})",
+            f"threshold: {self.threshold}",
+        ]
+        for title, section in (("training", c.training), ("validation", c.validation), ("data", c.data)):
+            if section:
+                lines.append(f"{title}:")
+                for key, value in section.items():
+                    lines.append(f"  {key}: {value}")
+        return "\n".join(line for line in lines if line is not None)
+
+
+ModelSource = Union["LiverModel", str, os.PathLike, None]
+
+
+def _to_plain_state(state: dict[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        out[key] = tensor.contiguous()
+    return out
+
+
+def save_model(model: LiverModel, path: Union[str, os.PathLike], half_precision: bool = False) -> Path:
+    """Write ``model`` atomically. ``half_precision`` stores float16 weights (half the size)."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "network": model.network_config.to_dict(),
+        "preprocess": model.preprocess.to_dict(),
+        "threshold": float(model.threshold),
+        "card": model.card.to_dict(),
+        "state_dicts": [_to_plain_state(net.state_dict(), half_precision) for net in model.networks],
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise LiverUNetError(f"Cannot write the model to {path}: {error.strerror or error}. Choose another folder.") from error
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise LiverUNetError(
+                f"Could not write the model to {path}: {error.strerror or error}. Nothing was changed; "
+                "free some disk space or choose another folder."
+            ) from error
+        raise
+    return path
+
+
+def load_model(path: Union[str, os.PathLike], device: Union[torch.device, str] = "cpu") -> LiverModel:
+    """Read a model file without executing code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LiverUNetError(f"Model file not found: {path}. Check the path, or train a model first.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        raise LiverUNetError(
+            f"{path} is not a readable LiverUNet model (damaged, truncated or another kind of file: "
+            f"{type(error).__name__}). Re-export or retrain the model."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise LiverUNetError(f"{path} is not a LiverUNet model file (no '{FORMAT_NAME}' header).")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise LiverUNetError(
+            f"{path} was written by a newer LiverUNet ({payload.get('library_version', '?')}, file format "
+            f"{version}); this is LiverUNet {__version__} (format {FORMAT_VERSION}). Update LiverUNet."
+        )
+    try:
+        network_config = NetworkConfig.from_dict(payload["network"])
+        preprocess = PreprocessConfig.from_dict(payload["preprocess"])
+        networks = []
+        for state in payload["state_dicts"]:
+            net = UNet(network_config)
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            networks.append(net)
+        model = LiverModel(
+            networks,
+            network_config,
+            preprocess,
+            ModelCard.from_dict(payload.get("card", {})),
+            float(payload.get("threshold", 0.5)),
+        )
+    except LiverUNetError:
+        raise
+    except Exception as error:
+        raise LiverUNetError(
+            f"{path} holds a LiverUNet model this version cannot use ({type(error).__name__}: {error}). "
+            "Retrain it with this version."
+        ) from None
+    return model.to(torch.device(device)).eval()
+
+
+def default_model_path() -> Optional[Path]:
+    """The shipped default MRI liver model, or None when this build ships none."""
+    return DEFAULT_MODEL_FILE if DEFAULT_MODEL_FILE.is_file() else None
+
+
+def resolve_model(source: ModelSource) -> LiverModel:
+    """A loaded model from a model, a path, or None (the shipped default)."""
+    if isinstance(source, LiverModel):
+        return source
+    if source is None:
+        default = default_model_path()
+        if default is None:
+            raise LiverUNetError(
+                "No default model ships with this build. Pass a model file (--model), or train one "
+                "from a few painted scans (liverunet train)."
+            )
+        source = default
+    return load_model(source)

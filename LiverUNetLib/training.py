@@ -1,0 +1,489 @@
+"""Training on sparse painted slices: split by case, k-fold ensembles, early stopping, resume.
+
+Cases are split by case, never by slice, so validation Dice measures generalisation to new scans.
+With ``folds > 1`` each fold trains on the other folds' cases and the fold networks are saved
+together and averaged at inference. The best checkpoint by validation Dice is kept; training stops
+early when validation stops improving. The model file is written only at the end and atomically:
+a failure or cancellation leaves any earlier model untouched. A resume checkpoint beside the
+output lets an interrupted run continue.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .augmentation import Batch, default_augmentation
+from .devices import DeviceChoice, autocast_dtype, describe_device, resolve_device
+from .errors import LiverUNetError
+from .labels import SparseLabel
+from .losses import dice_bce_loss
+from .model_file import LiverModel, ModelCard, load_model, save_model
+from .networks import NetworkConfig, Normalization, UNet
+from .preprocessing import (
+    Modality,
+    PreprocessConfig,
+    context_indices,
+    in_plane_spacing,
+    intensity_statistics,
+    network_size,
+    normalise,
+    resample_slices,
+    to_slice_first,
+)
+from .progress import CancelToken, ProgressCallback, ProgressEvent, Stage, ignore_progress
+from .volume import Volume
+
+
+@dataclass
+class TrainingCase:
+    """One scan and its (possibly sparse) liver label."""
+
+    name: str
+    image: Volume
+    label: SparseLabel
+
+
+@dataclass
+class TrainConfig:
+    """Every training choice in one place; stored in the model card."""
+
+    epochs: int = 60
+    folds: int = 1
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    augmentation_strength: float = 1.0
+    samples_per_epoch: int = 256
+    patience: int = 15
+    validation_fraction: float = 0.2
+    validate_every: int = 1
+    boundary_weight: float = 0.0
+    bce_weight: float = 1.0
+    crop_size: int = 160
+    modality: Modality = Modality.MRI
+    in_plane_spacing_mm: Optional[float] = 2.5
+    context_slices: int = 0
+    base_channels: int = 32
+    depth: int = 4
+    normalization: Normalization = Normalization.BATCH
+    device: DeviceChoice = DeviceChoice.AUTO
+    seed: int = 0
+    mixed_precision: bool = True
+    save_half_precision: bool = False
+
+    def __post_init__(self) -> None:
+        self.modality = Modality(self.modality)
+        self.normalization = Normalization(self.normalization)
+        self.device = DeviceChoice(self.device)
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1 (got {self.epochs})")
+        if self.folds < 1:
+            problems.append(f"folds must be at least 1 (got {self.folds})")
+        if self.batch_size < 1:
+            problems.append(f"batch size must be at least 1 (got {self.batch_size})")
+        if not 0 <= self.validation_fraction < 1:
+            problems.append("validation fraction must be in [0, 1)")
+        if self.depth < 1 or self.base_channels < 1:
+            problems.append("network depth and base channels must be positive")
+        if problems:
+            raise LiverUNetError("Invalid training settings: " + "; ".join(problems) + ".")
+
+    def network_config(self) -> NetworkConfig:
+        return NetworkConfig(
+            in_channels=2 * self.context_slices + 1,
+            base_channels=self.base_channels,
+            depth=self.depth,
+            normalization=self.normalization,
+        )
+
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig(
+            modality=self.modality,
+            in_plane_spacing_mm=self.in_plane_spacing_mm,
+            context_slices=self.context_slices,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("modality", "normalization", "device"):
+            data[key] = getattr(self, key).value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise LiverUNetError(f"Unknown training settings: {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    validation_dice: Optional[float]
+    epochs_run: list[int]
+    fold_dice: list[Optional[float]] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+@dataclass
+class _PreparedCase:
+    """A case on the training device at network resolution."""
+
+    name: str
+    images: torch.Tensor  # (S, H, W) normalised, all slices (neighbours feed 2.5D context)
+    masks: torch.Tensor  # (A, H, W) float 0/1 for the annotated slices only
+    annotated: np.ndarray  # (A,) slice indices
+
+
+def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch.device) -> _PreparedCase:
+    """Normalise and resample one case in plane; masks are resampled bilinearly and re-thresholded."""
+    image = case.image
+    image.validate_scalar_3d(f"image of case '{case.name}'")
+    label = case.label
+    if label.mask.shape != image.array.shape:
+        raise LiverUNetError(
+            f"Case '{case.name}': the label's shape {label.mask.shape} differs from the image's "
+            f"{image.array.shape}. Export the segment with the image as reference geometry."
+        )
+    if label.annotated_count == 0:
+        raise LiverUNetError(f"Case '{case.name}' has no annotated slice. Paint the liver on a few slices.")
+    axis = image.slice_axis()
+    if label.slice_axis != axis:
+        raise LiverUNetError(f"Case '{case.name}': the label's slice axis does not match the image's.")
+    stats = intensity_statistics(image.array, preprocess)
+    slices = torch.from_numpy(np.ascontiguousarray(to_slice_first(image.array, axis)))
+    masks = torch.from_numpy(np.ascontiguousarray(to_slice_first(label.mask, axis)[label.annotated]))
+    count, height, width = slices.shape
+    size = network_size((height, width), in_plane_spacing(image), preprocess.in_plane_spacing_mm)
+    with torch.no_grad():
+        images = resample_slices(normalise(slices.to(device), stats)[:, None], size)[:, 0]
+        masks = (resample_slices(masks.to(device, torch.float32)[:, None], size)[:, 0] >= 0.5).float()
+    return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy())
+
+
+class _SliceSampler:
+    """Draws augmented training batches from annotated slices of several cases."""
+
+    def __init__(self, cases: list[_PreparedCase], config: TrainConfig, multiple: int, generator: torch.Generator) -> None:
+        self.cases = cases
+        self.context = config.context_slices
+        self.crop = max(multiple, (config.crop_size // multiple) * multiple)
+        self.batch_size = config.batch_size
+        self.generator = generator
+        self.pairs = [(c, a) for c, case in enumerate(cases) for a in range(len(case.annotated))]
+        if not self.pairs:
+            raise LiverUNetError("No annotated slice in the training cases.")
+
+    def _sample(self, case: _PreparedCase, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        centre = np.array([case.annotated[position]])
+        channels = context_indices(centre, case.images.shape[0], self.context)[0]
+        image = case.images[torch.from_numpy(channels).to(case.images.device)]
+        mask = case.masks[position][None]
+        both = torch.cat([image, mask], 0)
+        height, width = both.shape[-2:]
+        pad_h, pad_w = max(0, self.crop - height), max(0, self.crop - width)
+        if pad_h or pad_w:
+            top = int(torch.randint(0, pad_h + 1, (1,), generator=self.generator))
+            left = int(torch.randint(0, pad_w + 1, (1,), generator=self.generator))
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            both = F.pad(both[None], (left, pad_w - left, top, pad_h - top), mode=mode)[0]
+            height, width = both.shape[-2:]
+        top = int(torch.randint(0, height - self.crop + 1, (1,), generator=self.generator))
+        left = int(torch.randint(0, width - self.crop + 1, (1,), generator=self.generator))
+        both = both[:, top : top + self.crop, left : left + self.crop]
+        return both[:-1], both[-1:]
+
+    def batches(self, samples: int):
+        count = max(samples, len(self.pairs))
+        order = torch.randperm(count, generator=self.generator) % len(self.pairs)
+        for start in range(0, count - self.batch_size + 1 if count >= self.batch_size else 1, self.batch_size):
+            chosen = order[start : start + self.batch_size].tolist()
+            images, masks = zip(*(self._sample(self.cases[self.pairs[i][0]], self.pairs[i][1]) for i in chosen))
+            image = torch.stack(images)
+            yield Batch(image, torch.stack(masks), torch.ones(len(chosen), device=image.device))
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def validation_dice(net: UNet, cases: list[_PreparedCase], context: int, batch_size: int = 16) -> float:
+    """Mean over cases of the Dice on their annotated slices, at network resolution, threshold 0.5."""
+    net.eval()
+    multiple = net.config.size_multiple
+    scores = []
+    with torch.inference_mode():
+        for case in cases:
+            intersection = total = 0.0
+            for start in range(0, len(case.annotated), batch_size):
+                centre = case.annotated[start : start + batch_size]
+                channels = context_indices(centre, case.images.shape[0], context)
+                x = case.images[torch.from_numpy(channels.ravel()).to(case.images.device)]
+                x = x.view(len(centre), 2 * context + 1, *case.images.shape[-2:])
+                height, width = x.shape[-2:]
+                prediction = net(_pad_to_multiple(x, multiple))[..., :height, :width][:, 0] > 0
+                target = case.masks[start : start + batch_size] > 0.5
+                intersection += float((prediction & target).sum())
+                total += float(prediction.sum() + target.sum())
+            scores.append(1.0 if total == 0 else 2 * intersection / total)
+    net.train()
+    return float(np.mean(scores))
+
+
+def split_cases(count: int, config: TrainConfig) -> list[tuple[list[int], list[int]]]:
+    """(train, validation) case indices per fold; by case, never by slice."""
+    order = np.random.default_rng(config.seed).permutation(count).tolist()
+    if config.folds > 1:
+        if count < config.folds:
+            raise LiverUNetError(
+                f"{config.folds}-fold cross-validation needs at least {config.folds} cases; got {count}. "
+                "Add cases or lower the number of folds."
+            )
+        groups = [list(map(int, g)) for g in np.array_split(order, config.folds)]
+        return [(sorted(i for g in groups[:k] + groups[k + 1 :] for i in g), sorted(groups[k])) for k in range(config.folds)]
+    if count >= 2 and config.validation_fraction > 0:
+        held = max(1, int(round(count * config.validation_fraction)))
+        return [(sorted(order[held:]), sorted(order[:held]))]
+    return [(list(range(count)), [])]
+
+
+def _resume_path(output: Path) -> Path:
+    return output.with_name(output.name + ".resume")
+
+
+def _atomic_torch_save(payload: Any, path: Path) -> None:
+    temporary = path.with_name(path.name + ".part")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def _provenance(cases: list[TrainingCase], config: TrainConfig, init: Optional[str]) -> dict[str, Any]:
+    return {
+        "cases": [
+            {
+                "name": c.name,
+                "slices": int(c.image.array.shape[c.image.slice_axis()]),
+                "annotated_slices": c.label.annotated.tolist(),
+            }
+            for c in cases
+        ],
+        "settings": config.to_dict(),
+        "initialised_from": init or "scratch (He initialisation)",
+        "library_version": __version__,
+    }
+
+
+def train(
+    cases: list[TrainingCase],
+    config: Optional[TrainConfig] = None,
+    output_path: Union[str, os.PathLike] = "liver_model.pt",
+    init_model: Union[str, os.PathLike, LiverModel, None] = None,
+    progress: ProgressCallback = ignore_progress,
+    cancel: Optional[CancelToken] = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train a liver model on ``cases`` and write it to ``output_path``."""
+    started = time.perf_counter()
+    config = config or TrainConfig()
+    cancel = cancel or CancelToken()
+    output = Path(output_path)
+    if not cases:
+        raise LiverUNetError("No training case given. Add at least one scan with a painted liver.")
+    names = [c.name for c in cases]
+    if len(set(names)) != len(names):
+        raise LiverUNetError("Training case names must be unique.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LiverUNetError(f"Cannot create the folder for {output}: {error.strerror}.") from error
+    if not os.access(output.parent, os.W_OK):
+        raise LiverUNetError(f"The folder {output.parent} is not writable. Choose another output path.")
+
+    init: Optional[LiverModel] = None
+    init_name = None
+    if init_model is not None:
+        init = init_model if isinstance(init_model, LiverModel) else load_model(init_model)
+        init_name = init.card.name if isinstance(init_model, LiverModel) else str(init_model)
+        network_config, preprocess = init.network_config, init.preprocess
+    else:
+        network_config, preprocess = config.network_config(), config.preprocess_config()
+
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    cpu_generator = torch.Generator().manual_seed(config.seed)
+    progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing {len(cases)} case(s) on {describe_device(device)}"))
+    prepared = []
+    for case in cases:
+        cancel.check()
+        prepared.append(prepare_case(case, preprocess, device))
+    splits = split_cases(len(cases), config)
+    augment = default_augmentation(config.augmentation_strength)
+    amp_dtype = autocast_dtype(device) if config.mixed_precision else None
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 and device.type == "cuda" else None
+    steps_per_epoch = max(1, max(config.samples_per_epoch, 1) // config.batch_size)
+
+    resume_file = _resume_path(output)
+    state: dict[str, Any] = {"fold": 0, "epoch": 0, "finished": [], "fold_dice": [], "epochs_run": []}
+    if resume and resume_file.is_file():
+        try:
+            saved = torch.load(resume_file, map_location="cpu", weights_only=True)
+            if saved.get("settings") == config.to_dict() and saved.get("case_names") == names:
+                state = saved
+                progress(ProgressEvent(Stage.TRAINING, None, f"Resuming from fold {state['fold'] + 1}, epoch {state['epoch']}"))
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
+            pass
+
+    finished_states: list[dict[str, torch.Tensor]] = list(state["finished"])
+    fold_dice: list[Optional[float]] = list(state["fold_dice"])
+    epochs_run: list[int] = list(state["epochs_run"])
+    total_epochs = config.epochs * len(splits)
+    epoch_times: list[float] = []
+
+    for fold in range(state["fold"], len(splits)):
+        train_idx, val_idx = splits[fold]
+        net = UNet(network_config)
+        if init is not None:
+            net.load_state_dict(init.networks[fold % len(init.networks)].state_dict())
+        net.to(device)
+        if device.type != "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        total_steps = config.epochs * steps_per_epoch
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.1
+        )
+        best_state, best_dice, best_epoch, start_epoch = None, -1.0, 0, 0
+        if fold == state["fold"] and state["epoch"] > 0 and "net" in state:
+            net.load_state_dict(state["net"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            best_state, best_dice, best_epoch = state.get("best_state"), state["best_dice"], state["best_epoch"]
+            start_epoch = state["epoch"]
+            cpu_generator.set_state(state["cpu_rng"])
+        sampler = _SliceSampler([prepared[i] for i in train_idx], config, network_config.size_multiple, cpu_generator)
+        validation = [prepared[i] for i in val_idx]
+        net.train()
+        epoch = start_epoch
+        for epoch in range(start_epoch, config.epochs):
+            epoch_start = time.perf_counter()
+            losses = []
+            for batch in sampler.batches(steps_per_epoch * config.batch_size):
+                cancel.check()
+                batch = augment(batch, generator if device.type != "cpu" else cpu_generator)
+                image = batch.image.contiguous(memory_format=torch.channels_last) if device.type != "cpu" else batch.image
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = net(image)
+                loss = dice_bce_loss(logits, batch.mask, batch.valid, config.bce_weight, config.boundary_weight)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                if scheduler.last_epoch < total_steps - 1:
+                    scheduler.step()
+                losses.append(float(loss.detach()))
+            dice = None
+            if validation and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
+                progress(ProgressEvent(Stage.VALIDATING, None, f"Validating fold {fold + 1}"))
+                dice = validation_dice(net, validation, network_config.in_channels // 2)
+                if dice > best_dice:
+                    best_dice, best_epoch = dice, epoch
+                    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            epoch_times.append(time.perf_counter() - epoch_start)
+            done = fold * config.epochs + epoch + 1
+            remaining = total_epochs - done
+            progress(
+                ProgressEvent(
+                    Stage.TRAINING,
+                    done / total_epochs,
+                    f"fold {fold + 1}/{len(splits)} epoch {epoch + 1}/{config.epochs}",
+                    epoch=epoch + 1,
+                    epochs=config.epochs,
+                    fold=fold + 1,
+                    folds=len(splits),
+                    loss=float(np.mean(losses)) if losses else None,
+                    validation_dice=dice,
+                    eta_seconds=float(np.mean(epoch_times[-5:]) * remaining),
+                )
+            )
+            stop_early = validation and config.patience > 0 and epoch - best_epoch >= config.patience
+            if resume:
+                _atomic_torch_save(
+                    {
+                        "settings": config.to_dict(),
+                        "case_names": names,
+                        "fold": fold,
+                        "epoch": epoch + 1,
+                        "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "best_state": best_state,
+                        "best_dice": best_dice,
+                        "best_epoch": best_epoch,
+                        "cpu_rng": cpu_generator.get_state(),
+                        "finished": finished_states,
+                        "fold_dice": fold_dice,
+                        "epochs_run": epochs_run,
+                    },
+                    resume_file,
+                )
+            if stop_early:
+                break
+        final = best_state if best_state is not None else {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        finished_states.append(final)
+        fold_dice.append(best_dice if validation else None)
+        epochs_run.append(epoch + 1)
+
+    cancel.check()
+    networks = []
+    for weights in finished_states:
+        net = UNet(network_config)
+        net.load_state_dict(weights)
+        networks.append(net.eval())
+    scores = [d for d in fold_dice if d is not None]
+    mean_dice = float(np.mean(scores)) if scores else None
+    model = LiverModel(networks, network_config, preprocess)
+    model.card = ModelCard(
+        name=output.stem,
+        description=f"Trained on {len(cases)} case(s), {sum(c.label.annotated_count for c in cases)} annotated slices.",
+        training={
+            **_provenance(cases, config, init_name),
+            "epochs_run": epochs_run,
+            "device": describe_device(device),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+        validation={
+            "split": "by case" + (f", {config.folds}-fold" if config.folds > 1 else ""),
+            "fold_dice": [None if d is None else round(d, 4) for d in fold_dice],
+            "mean_dice": None if mean_dice is None else round(mean_dice, 4),
+            "note": "Dice on the annotated slices of held-out cases, at network resolution",
+        },
+    )
+    progress(ProgressEvent(Stage.WRITING, 1.0, f"Saving {output}"))
+    save_model(model, output, half_precision=config.save_half_precision)
+    resume_file.unlink(missing_ok=True)
+    progress(ProgressEvent(Stage.DONE, 1.0, "Training finished"))
+    return TrainResult(output, mean_dice, epochs_run, fold_dice, time.perf_counter() - started, describe_device(device))
