@@ -1,0 +1,163 @@
+"""Run the effect's worker jobs: segment, or fine-tune on the painted slices then fill the rest.
+
+"Fill from painted slices" trains (or fine-tunes the chosen model) on this volume's painted slices
+only, segments the volume with that throw-away model, and keeps the painted slices exactly as
+painted: a learned "Fill between slices". Everything runs through the scheduler; the segment is
+changed only at the very end, through :func:`~.effect_core.applyMask`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from LiverUNetLib.errors import LiverUNetError
+from LiverUNetLib.progress import ProgressEvent
+
+from .effect_core import EffectAccess, EffectSnapshot, applyMask, fillUnpainted, takeSnapshot
+from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModelPath, writeVolumeFile
+from .logic import JobResult
+from .options import Device, EffectMode, toDevice
+from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
+
+# Fine-tuning on one volume's painted slices: short, single fold, no validation split.
+FILL_SETTINGS: dict[str, Any] = {"epochs": 15, "folds": 1, "validation_fraction": 0.0, "patience": 1000}
+TRAIN_SHARE = 0.8  # of the progress bar, when training comes first
+
+
+class EffectJob:
+    """One run of the effect. Call :meth:`start`; ``onFinished`` gets a :class:`JobResult` once."""
+
+    def __init__(
+        self,
+        effect: EffectAccess,
+        mode: EffectMode,
+        scheduler: Scheduler,
+        modeSet: Any,
+        model: Optional[Path] = None,
+        device: Device | str | None = None,
+        fillSettings: Optional[Mapping[str, Any]] = None,
+        onProgress: Optional[Callable[[ProgressEvent], None]] = None,
+        onLog: Optional[Callable[[str], None]] = None,
+        onFinished: Optional[Callable[[JobResult], None]] = None,
+        workerCommand: Optional[Sequence[str]] = None,
+        workerEnvironment: Optional[Mapping[str, str]] = None,
+        tempRoot: Optional[Path] = None,
+    ) -> None:
+        self.effect = effect
+        self.mode = mode
+        self.scheduler = scheduler
+        self.modeSet = modeSet
+        self.model = resolveModelPath(model)
+        self.device = toDevice(device)
+        self.fillSettings = {**FILL_SETTINGS, **dict(fillSettings or {})}
+        self.onProgress = onProgress
+        self.onLog = onLog
+        self.onFinished = onFinished
+        self.workerCommand = workerCommand
+        self.workerEnvironment = workerEnvironment
+        self.tempRoot = tempRoot
+        self.snapshot: Optional[EffectSnapshot] = None
+        self._folder: Optional[Path] = None
+        self._process: Optional[WorkerProcess] = None
+        self._cancelled = False
+        self._done = False
+
+    @property
+    def running(self) -> bool:
+        return self._folder is not None and not self._done
+
+    def start(self) -> None:
+        """Check the editor and start; input problems raise :class:`LiverUNetError` here."""
+        fill = self.mode is EffectMode.FILL_FROM_PAINTED
+        self.snapshot = takeSnapshot(self.effect, needPainted=fill)
+        self._folder = newWorkDir(self.tempRoot)
+        try:
+            writeVolumeFile(self.snapshot.volume, self._folder / "source.nrrd")
+            if fill:
+                assert self.snapshot.painted is not None
+                label = self.snapshot.volume.with_array(self.snapshot.painted.mask.astype(np.uint8))
+                writeVolumeFile(label, self._folder / "painted.nrrd")
+        except Exception:
+            self._cleanup()
+            raise
+        if fill:
+            self._startTraining()
+        else:
+            self._startSegmenting(self.model, 0.0)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._process is not None:
+            self._process.cancel()
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _startTraining(self) -> None:
+        assert self._folder is not None
+        settings = {**self.fillSettings, "device": self.device.value}
+        job = TrainJob([TrainCaseFiles("painted slices", self._folder / "source.nrrd", self._folder / "painted.nrrd")],
+                       self._folder / "fill_model.pt", settings, self.model)
+        self._run(job.toDict(), "train", TRAIN_SHARE, 0.0,
+                  lambda outcome: self._startSegmenting(job.output, TRAIN_SHARE))
+
+    def _startSegmenting(self, model: Optional[Path], offset: float) -> None:
+        assert self._folder is not None
+        if self._cancelled:
+            self._end(JobResult(JobStatus.CANCELLED, "Cancelled; nothing was changed."))
+            return
+        job = SegmentJob(self._folder / "source.nrrd", self._folder / "liver.nrrd", model, self.device, False)
+        self._run(job.toDict(), "segment", 1.0 - offset, offset, lambda outcome: self._write(job.output, outcome))
+
+    def _write(self, output: Path, outcome: WorkerOutcome) -> None:
+        from LiverUNetLib.image_io import read_image
+
+        assert self.snapshot is not None
+        prediction = read_image(output).array > 0
+        if self.snapshot.painted is not None:
+            prediction = fillUnpainted(self.snapshot.painted, prediction)
+        applyMask(self.effect, self.snapshot, prediction, self.modeSet)
+        self._end(JobResult(JobStatus.SUCCEEDED, "", self.snapshot.segmentId,
+                            list(outcome.result.get("warnings") or [])))
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _run(self, job: dict, name: str, share: float, offset: float, then: Callable[[WorkerOutcome], None]) -> None:
+        assert self._folder is not None
+
+        def onEvent(event: WorkerEvent) -> None:
+            if event.kind is EventKind.PROGRESS and event.progress is not None and self.onProgress is not None:
+                progress = event.progress
+                if progress.fraction is not None:
+                    progress.fraction = offset + share * progress.fraction
+                self.onProgress(progress)
+            elif event.kind is EventKind.LOG and self.onLog is not None:
+                self.onLog(event.text)
+
+        def onDone(outcome: WorkerOutcome) -> None:
+            if outcome.status is not JobStatus.SUCCEEDED:
+                self._end(JobResult(outcome.status, outcome.message))
+                return
+            try:
+                then(outcome)
+            except LiverUNetError as error:
+                self._end(JobResult(JobStatus.FAILED, str(error)))
+            except Exception as error:  # report, never leave the segment half-changed
+                self._end(JobResult(JobStatus.FAILED, f"Could not use the worker's result: {type(error).__name__}: {error}"))
+
+        self._process = WorkerProcess(job, self._folder / name, self.scheduler, onEvent, onDone,
+                                      command=self.workerCommand, env=self.workerEnvironment)
+        self._process.start()
+
+    def _end(self, result: JobResult) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._cleanup()
+        if self.onFinished is not None:
+            self.onFinished(result)
+
+    def _cleanup(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)

@@ -1,0 +1,120 @@
+"""The models a user can pick: the shipped default plus the ones they trained or imported.
+
+User models live as ``*.pt`` files in one folder (default ``~/.LiverUNet/models``), each with an
+optional ``<name>.provenance.json`` written by the Slicer layer after training. Listing needs no
+torch: the files are only opened by the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+from LiverUNetLib.errors import LiverUNetError
+
+MODEL_SUFFIX = ".pt"
+
+
+def defaultUserModelFolder() -> Path:
+    return Path(os.environ.get("LIVERUNET_MODELS", Path.home() / ".LiverUNet" / "models"))
+
+
+def shippedModelPath() -> Optional[Path]:
+    """The default model shipped inside ``LiverUNetLib/models`` (found without importing torch)."""
+    import LiverUNetLib
+
+    folder = Path(LiverUNetLib.__file__).resolve().parent / "models"
+    found = sorted(folder.glob(f"*default*{MODEL_SUFFIX}")) or sorted(folder.glob(f"*{MODEL_SUFFIX}"))
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One choice in the model list. ``path`` None means the shipped default (the worker finds it)."""
+
+    name: str
+    path: Optional[Path]
+
+    @property
+    def isDefault(self) -> bool:
+        return self.path is None
+
+
+class ModelLibrary:
+    def __init__(self, folder: Optional[Path] = None) -> None:
+        self.folder = Path(folder) if folder is not None else defaultUserModelFolder()
+
+    def entries(self) -> list[ModelEntry]:
+        """The shipped default (when this build has one) first, then user models, newest first."""
+        result = []
+        if shippedModelPath() is not None:
+            result.append(ModelEntry("Default liver model (shipped)", None))
+        if self.folder.is_dir():
+            files = sorted(self.folder.glob(f"*{MODEL_SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+            result.extend(ModelEntry(p.stem, p) for p in files)
+        return result
+
+    def newModelPath(self, name: str) -> Path:
+        """A not-yet-used file name in the library for a model called ``name``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "liver_model"
+        path = self.folder / f"{stem}{MODEL_SUFFIX}"
+        if path.exists():
+            path = self.folder / f"{stem}_{datetime.now().strftime('%Y%m%d-%H%M%S')}{MODEL_SUFFIX}"
+        return path
+
+    def importModel(self, source: Path) -> Path:
+        """Copy a model file into the library (the worker validates it when it is first used)."""
+        source = Path(source)
+        if not source.is_file():
+            raise LiverUNetError(f"Model file not found: {source}.")
+        if source.suffix != MODEL_SUFFIX:
+            raise LiverUNetError(f"{source.name} is not a LiverUNet model file (*{MODEL_SUFFIX}).")
+        target = self.newModelPath(source.stem)
+        _copyAtomically(source, target)
+        sidecar = provenancePath(source)
+        if sidecar.is_file():
+            _copyAtomically(sidecar, provenancePath(target))
+        return target
+
+    def exportModel(self, entry: ModelEntry, target: Path) -> Path:
+        """Copy a model (and its provenance) to ``target``."""
+        source = entry.path if entry.path is not None else shippedModelPath()
+        if source is None or not source.is_file():
+            raise LiverUNetError("This build ships no default model to export.")
+        target = Path(target)
+        if target.suffix != MODEL_SUFFIX:
+            target = target.with_name(target.name + MODEL_SUFFIX)
+        _copyAtomically(source, target)
+        if provenancePath(source).is_file():
+            _copyAtomically(provenancePath(source), provenancePath(target))
+        return target
+
+
+def provenancePath(modelPath: Path) -> Path:
+    return Path(modelPath).with_suffix(".provenance.json")
+
+
+def writeProvenance(modelPath: Path, provenance: dict[str, Any]) -> Path:
+    path = provenancePath(modelPath)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _copyAtomically(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
