@@ -6,6 +6,8 @@ golden example in ``../shared/data/chaos-ct-sample`` reproduces their published 
 * **surface** of a mask: its voxels with at least one face-neighbour (6-connectivity) outside the
   mask; the space beyond the image border counts as inside, so a mask cut by the field of view
   has no surface on the cut (``BinaryErode`` with a cross kernel and ``boundaryToForeground``).
+  Only a mask filling the whole image, which would have no surface at all, gets its voxels on
+  the image border as surface.
 * **surface distances**: from every surface voxel centre of one mask to the nearest surface voxel
   centre of the other, both ways (exact Euclidean distance transform, SimpleITK
   ``SignedMaurerDistanceMap`` with the voxel spacing).
@@ -97,11 +99,13 @@ def _foreground(array: np.ndarray, label_value: Optional[int]) -> np.ndarray:
     return a == label_value if label_value is not None else a != 0
 
 
-def surface_voxels(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` (KJI bool) with a face-neighbour outside it; outside the image counts
-    as inside (the organisers' ``binary_erosion(..., border_value=1)``)."""
+def surface_voxels(mask: np.ndarray, border_is_inside: bool = True) -> np.ndarray:
+    """Voxels of ``mask`` (KJI bool) with a face-neighbour outside it; by default outside the
+    image counts as inside (the organisers' ``binary_erosion(..., border_value=1)``)."""
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    eroded = sitk.BinaryErode(image, [1, 1, 1], sitk.sitkCross, 0, 1, boundaryToForeground=True)
+    eroded = sitk.BinaryErode(
+        image, [1, 1, 1], sitk.sitkCross, 0, 1, boundaryToForeground=border_is_inside
+    )
     return mask & ~sitk.GetArrayFromImage(eroded).astype(bool)
 
 
@@ -117,11 +121,12 @@ def surface_distances(
     box = _bounding_box(ref | pred, margin=1)
     ref_c, pred_c = ref[box], pred[box]
     surf_ref, surf_pred = surface_voxels(ref_c), surface_voxels(pred_c)
-    if not surf_ref.any() or not surf_pred.any():  # a mask filling the whole image has no surface
-        raise LiverUNetError(
-            "A mask fills its whole image, so it has no surface and surface distances are "
-            "undefined. Check that the masks are not inverted."
-        )
+    # A mask filling the whole image has no surface in that definition; then its voxels on the
+    # image border are its surface (distances stay finite and meaningful).
+    if not surf_ref.any():
+        surf_ref = surface_voxels(ref_c, border_is_inside=False)
+    if not surf_pred.any():
+        surf_pred = surface_voxels(pred_c, border_is_inside=False)
     matrix = np.asarray(ijk_to_ras, dtype=np.float64)[:3, :3]
     spacing = np.linalg.norm(matrix, axis=0)
     directions = matrix / spacing

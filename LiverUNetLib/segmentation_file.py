@@ -483,3 +483,36 @@ def place_on_grid(mask: Volume, reference: Volume, tolerance_mm: float = 1e-2) -
             "(in Slicer: export the segment with the image as reference geometry)."
         )
     return Volume(out, reference.ijk_to_ras.copy(), dict(mask.metadata))
+
+
+#: Endings a liver mask (and a probability map, except .seg.nrrd) can be written to.
+MASK_ENDINGS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def check_mask_output(path: PathLike, probability: bool = False) -> Path:
+    """Refuse an output path whose ending cannot hold a mask (or a probability map) before any
+    long work starts, so a typo does not cost a whole segmentation."""
+    p = Path(os.fspath(path)).expanduser()
+    ending = file_ending(p)
+    allowed = MASK_ENDINGS[1:] if probability else MASK_ENDINGS
+    if ending not in allowed:
+        what = "A probability map" if probability else "A liver mask"
+        raise LiverUNetError(
+            f"{what} cannot be written to {p.name}: use one of {', '.join(allowed)}."
+        )
+    if p.is_dir():
+        raise LiverUNetError(f"{p} is a folder; give a file name ending in {', '.join(allowed)}.")
+    return p
+
+
+def write_liver_mask(mask: Volume, path: PathLike) -> Path:
+    """Write a 0/1 liver mask by ending: ``.seg.nrrd`` as a Slicer segmentation with the Liver
+    segment (name, colour, terminology), otherwise as a uint8 image. Atomic."""
+    from .image_io import write_image
+
+    p = check_mask_output(path)
+    labels = (np.asarray(mask.array) != 0).astype(np.uint8)
+    volume = Volume(labels, mask.ijk_to_ras.copy(), dict(mask.metadata))
+    if file_ending(p) == ".seg.nrrd":
+        return write_segmentation(volume, p, [liver_segment_info()])
+    return write_image(volume, p)
