@@ -146,3 +146,13 @@ def test_golden_chaos_ct_example(ct_sample_dir):
     assert r.ravd_percent == pytest.approx(0.665, abs=0.01)
     assert r.reference_volume_ml == pytest.approx(1417, rel=0.01)
     assert r.hd95_mm < r.mssd_mm
+
+
+def test_mask_filling_the_whole_image_still_has_a_surface():
+    """Under the organisers' rule such a mask has no surface; its image-border voxels are used."""
+    shape = (6, 6, 6)
+    full = Volume(np.ones(shape, np.uint8), grid())
+    inner = full.with_array(box(shape, (1, 1, 1), (5, 5, 5)))
+    r = evaluate(full, inner)
+    assert r.mssd_mm == pytest.approx(math.sqrt(3.0))  # corner voxel to the inner box's corner
+    assert 0 < r.assd_mm < r.mssd_mm
