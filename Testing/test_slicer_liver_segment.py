@@ -46,17 +46,13 @@ def test_new_liver_segment_has_id_name_colour_terminology_and_volume_geometry(mr
 
 
 def test_colour_and_terminology_match_the_library_file_writer():
-    """The Slicer layer and LiverUNetLib.segmentation_file must describe the liver identically."""
+    """The Slicer layer keeps its own copy (LiverUNetLib.segmentation_file needs slicerio, which Slicer
+    does not bundle); both must describe the liver identically."""
     segmentation_file = pytest.importorskip("LiverUNetLib.segmentation_file")
     from LiverUNetSlicerLib.liver_segment import LIVER_COLOR, LIVER_TERMINOLOGY
 
-    np.testing.assert_allclose(np.asarray(segmentation_file.LIVER_COLOR, dtype=float).ravel()[:3] /
-                               (255.0 if max(segmentation_file.LIVER_COLOR) > 1 else 1.0), LIVER_COLOR, atol=1e-3)
-    library = segmentation_file.LIVER_TERMINOLOGY
-    text = library if isinstance(library, str) else str(library)
-    assert "10200004" in text and "123037004" in text
-    if isinstance(library, str) and library.count("~") == LIVER_TERMINOLOGY.count("~"):
-        assert library == LIVER_TERMINOLOGY
+    assert segmentation_file.LIVER_TERMINOLOGY == LIVER_TERMINOLOGY
+    np.testing.assert_allclose(segmentation_file.LIVER_COLOR, LIVER_COLOR)
 
 
 def test_existing_liver_segment_is_replaced_and_can_be_restored_exactly(mrml):

@@ -81,6 +81,11 @@ class JobHandle:
     def running(self) -> bool:
         return self._process.running
 
+    @property
+    def pid(self) -> Optional[int]:
+        """The worker's process id (for diagnostics)."""
+        return self._process.pid
+
     def cancel(self) -> None:
         self._process.cancel()
 
@@ -124,8 +129,9 @@ class LiverUNetLogic:
         volume = volumeFromNode(volumeNode)
         if segmentationNode is not None:
             requireWritableOnVolumeGrid(segmentationNode, volumeNode)
+        modelPath, deviceChoice = resolveModelPath(model), toDevice(device)
         workDir = newWorkDir(self.tempRoot)
-        job = SegmentJob(workDir / "input.nrrd", workDir / "liver.nrrd", resolveModelPath(model), toDevice(device), tta)
+        job = SegmentJob(workDir / "input.nrrd", workDir / "liver.nrrd", modelPath, deviceChoice, tta)
         try:
             writeVolumeFile(volume, job.input)
         except Exception:
@@ -177,6 +183,7 @@ class LiverUNetLogic:
         """Start training. ``settings`` are ``TrainConfig`` fields; the model is written only on success."""
         if not cases:
             raise LiverUNetError("No training case is selected. Add at least one volume with a painted liver segment.")
+        initPath, deviceChoice = resolveModelPath(initModel), toDevice(device)
         workDir = newWorkDir(self.tempRoot)
         try:
             files, described = self._writeCases(cases, workDir)
@@ -185,9 +192,10 @@ class LiverUNetLogic:
             raise
         output = Path(outputPath) if outputPath is not None else self.modelLibrary.newModelPath(
             f"liver_{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        existedBefore = output.exists()
         jobSettings = dict(settings or {})
-        jobSettings.setdefault("device", toDevice(device).value)
-        job = TrainJob(files, output, jobSettings, resolveModelPath(initModel))
+        jobSettings.setdefault("device", deviceChoice.value)
+        job = TrainJob(files, output, jobSettings, initPath)
 
         def finish(outcome: WorkerOutcome) -> JobResult:
             if not output.is_file():
@@ -199,7 +207,11 @@ class LiverUNetLogic:
             })
             return JobResult(JobStatus.SUCCEEDED, "", output, list(outcome.result.get("warnings") or []))
 
-        return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler)
+        def discard() -> None:  # failed or cancelled: a model written at the last moment is not kept
+            if not existedBefore and output.exists():
+                output.unlink()
+
+        return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler, discard)
 
     def _writeCases(self, cases: Sequence[TrainingCaseNodes], workDir: Path) -> tuple[list[TrainCaseFiles], list[dict]]:
         files, described = [], []
@@ -262,7 +274,8 @@ class LiverUNetLogic:
 
     def _start(self, job: dict, workDir: Path, finish: Callable[[WorkerOutcome], JobResult],
                onProgress: Optional[ProgressCallback], onLog: Optional[LogCallback],
-               onFinished: Optional[FinishedCallback], scheduler: Optional[Scheduler]) -> JobHandle:
+               onFinished: Optional[FinishedCallback], scheduler: Optional[Scheduler],
+               onNotSucceeded: Optional[Callable[[], None]] = None) -> JobHandle:
         scheduler = scheduler or self.scheduler
         if scheduler is None:
             raise RuntimeError("No scheduler: pass one (the GUI passes a QTimer scheduler) or use the blocking form.")
@@ -283,6 +296,8 @@ class LiverUNetLogic:
                     result = JobResult(JobStatus.FAILED, f"Could not use the worker's result: {type(error).__name__}: {error}")
             else:
                 result = JobResult(outcome.status, outcome.message)
+            if result.status is not JobStatus.SUCCEEDED and onNotSucceeded is not None:
+                onNotSucceeded()
             self._jobs[:] = [h for h in self._jobs if h.running]
             if onFinished is not None:
                 onFinished(result)

@@ -271,10 +271,11 @@ class WorkerProcess:
         self._onEvent(event)
 
     def _outcome(self, returnCode: int) -> WorkerOutcome:
-        if self._result is not None and returnCode == 0:
-            return WorkerOutcome(JobStatus.SUCCEEDED, "", self._result, returnCode)
+        # A cancel wins even over a late result: the user asked for nothing to change.
         if self._cancelledEvent or self._cancelRequestedAt is not None:
             return WorkerOutcome(JobStatus.CANCELLED, "Cancelled; nothing was changed.", {}, returnCode)
+        if self._result is not None and returnCode == 0:
+            return WorkerOutcome(JobStatus.SUCCEEDED, "", self._result, returnCode)
         if self._error is not None:
             return WorkerOutcome(JobStatus.FAILED, self._error, {}, returnCode)
         return WorkerOutcome(JobStatus.FAILED, self._crashMessage(returnCode), {}, returnCode)

@@ -1,0 +1,55 @@
+"""The module's settings as one typed parameter node, saved with the scene.
+
+The names here are the ``SlicerParameterName`` properties in ``Resources/UI/LiverUNet.ui``
+(nested packs use dotted names such as ``training.epochs``); Testing/test_slicer_static.py checks
+that every name exists and that each widget class suits its field's type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper, parameterPack
+
+from LiverUNetSlicerLib.options import Device, Modality, StartFrom
+
+
+@parameterPack
+class TrainingCaseParameters:
+    """One training case: a volume and the segment where the liver was painted."""
+
+    volume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    segmentId: str = ""
+
+
+@parameterPack
+class TrainingSettings:
+    epochs: Annotated[int, WithinRange(1, 1000)] = 60
+    folds: Annotated[int, WithinRange(1, 10)] = 1
+    augmentationStrength: Annotated[float, WithinRange(0.0, 2.0)] = 1.0
+    modality: Modality = Modality.MRI
+    startFrom: StartFrom = StartFrom.SELECTED_MODEL
+    modelName: str = "my_liver_model"
+
+
+@parameterNodeWrapper
+class LiverUNetParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    modelPath: Optional[Path] = None  # None: the shipped default model
+    device: Device = Device.AUTO
+    tta: bool = False
+    training: TrainingSettings
+    trainingCases: list[TrainingCaseParameters]
+
+    def trainConfig(self) -> dict:
+        """The ``TrainConfig`` fields the panel sets (the library supplies the rest)."""
+        return {
+            "epochs": self.training.epochs,
+            "folds": self.training.folds,
+            "augmentation_strength": float(self.training.augmentationStrength),
+            "modality": self.training.modality.value,
+        }

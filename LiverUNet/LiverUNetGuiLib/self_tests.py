@@ -1,0 +1,157 @@
+"""The checks behind ``LiverUNetTest`` (run only inside the Slicer application).
+
+Each check takes the running ``ScriptedLoadableModuleTest`` (for ``delayDisplay`` and asserts),
+builds its data with ``slicer.util.addVolumeFromArray`` (no downloads) and expects a cleared scene.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import slicer
+from LiverUNetLib.errors import LiverUNetError
+
+
+def obliqueMatrix() -> np.ndarray:
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([0.8, 0.9, 2.5])
+    matrix[:3, 3] = (-40, 25, -60)
+    return matrix
+
+
+def blob(shape=(16, 48, 48)) -> tuple[np.ndarray, np.ndarray]:
+    k, j, i = np.indices(shape)
+    centre = np.array(shape) / 2.0
+    radii = np.array(shape) * np.array([0.35, 0.3, 0.3])
+    mask = ((k - centre[0]) / radii[0]) ** 2 + ((j - centre[1]) / radii[1]) ** 2 + ((i - centre[2]) / radii[2]) ** 2 <= 1
+    rng = np.random.default_rng(0)
+    return (rng.normal(100, 10, shape) + 300 * mask).astype(np.int16), mask
+
+
+def checkVolumeGeometry(test) -> None:
+    from LiverUNetSlicerLib.nodes import volumeFromNode
+
+    test.delayDisplay("Volume node to array and geometry")
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    node = slicer.util.addVolumeFromArray(array, obliqueMatrix(), "oblique")
+    volume = volumeFromNode(node)
+    test.assertEqual(volume.array.shape, (4, 5, 6))
+    test.assertTrue(np.array_equal(volume.array, array))
+    test.assertTrue(np.allclose(volume.ijk_to_ras, obliqueMatrix(), atol=1e-6))
+
+
+def checkLiverSegment(test) -> None:
+    from LiverUNetSlicerLib.liver_segment import LIVER_TERMINOLOGY, newSegmentationNode, restoreSegment, writeLiverMask
+
+    test.delayDisplay("Liver segment: name, colour, terminology, restore")
+    image, mask = blob((8, 20, 24))
+    volume = slicer.util.addVolumeFromArray(image, obliqueMatrix(), "patient")
+    segmentation = newSegmentationNode(volume)
+    writeLiverMask(segmentation, volume, mask)
+    segment = segmentation.GetSegmentation().GetSegment("Liver")
+    test.assertEqual(segment.GetName(), "Liver")
+    test.assertTrue(np.allclose(segment.GetColor(), (221 / 255, 130 / 255, 101 / 255)))
+    test.assertEqual(segment.GetTerminology(), LIVER_TERMINOLOGY)
+    result = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "Liver", volume) > 0
+    test.assertTrue(np.array_equal(result, mask))
+    backup = writeLiverMask(segmentation, volume, np.zeros_like(mask))
+    restoreSegment(backup)
+    restored = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, "Liver", volume) > 0
+    test.assertTrue(np.array_equal(restored, mask))
+
+
+def checkPaintedSlicesAndBadInput(test) -> None:
+    from LiverUNetSlicerLib.nodes import volumeFromNode
+    from LiverUNetSlicerLib.painted import paintedSlices
+
+    test.delayDisplay("Painted slices and bad input")
+    image, mask = blob((10, 20, 24))
+    volume = slicer.util.addVolumeFromArray(image, obliqueMatrix(), "patient")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    sparse = np.zeros_like(mask)
+    sparse[[3, 6]] = mask[[3, 6]]
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("liver", "liver")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(sparse.astype(np.uint8), segmentation, segmentId, volume)
+    test.assertEqual(paintedSlices(volume, segmentation, segmentId).indices, (3, 6))
+    rgb = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6, 3), np.uint8), None, "rgb", "vtkMRMLVectorVolumeNode")
+    for node in (None, rgb):
+        with test.assertRaises(LiverUNetError):
+            volumeFromNode(node)
+
+
+def checkWidget(test) -> None:
+    import LiverUNet
+
+    test.delayDisplay("Widget and parameter node")
+    widget = LiverUNet.LiverUNetWidget()  # parent None: builds a standalone panel
+    try:
+        image, _ = blob((6, 10, 12))
+        volume = slicer.util.addVolumeFromArray(image, None, "patient")
+        widget._parameterNode.inputVolume = volume
+        test.assertIs(widget.ui.inputVolumeSelector.currentNode(), volume)
+        test.assertTrue(widget.ui.segmentButton.enabled)
+        widget.ui.epochsSpinBox.value = 7
+        test.assertEqual(widget._parameterNode.training.epochs, 7)
+    finally:
+        widget.cleanup()
+        widget.parent.deleteLater()
+
+
+def checkEffectRegistered(test) -> None:
+    test.delayDisplay("Segment Editor effect 'Liver U-Net'")
+    image, _ = blob((6, 10, 12))
+    volume = slicer.util.addVolumeFromArray(image, None, "patient")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    segmentation.GetSegmentation().AddEmptySegment("Liver", "Liver")
+    editor = slicer.qMRMLSegmentEditorWidget()
+    editor.setMRMLScene(slicer.mrmlScene)
+    editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor.setMRMLSegmentEditorNode(editorNode)
+    editor.setSegmentationNode(segmentation)
+    editor.setSourceVolumeNode(volume)
+    editor.setActiveEffectByName("Liver U-Net")
+    effect = editor.activeEffect()
+    test.assertIsNotNone(effect, "the 'Liver U-Net' effect is not registered")
+    test.assertEqual(effect.name, "Liver U-Net")
+    editor.setActiveEffect(None)
+    editor.deleteLater()
+
+
+def checkTrainSegmentAndFill(test) -> None:
+    """Train a tiny model on painted slices, segment with it, and fill through the effect (needs torch)."""
+    if importlib.util.find_spec("torch") is None:
+        test.delayDisplay("PyTorch is not installed: training/segmentation check skipped")
+        return
+    import LiverUNet
+    from LiverUNetSlicerLib.models import ModelLibrary
+
+    test.delayDisplay("Tiny training run, segmentation and fill (a minute on CPU)")
+    image, mask = blob()
+    volume = slicer.util.addVolumeFromArray(image, obliqueMatrix(), "patient")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    painted = np.zeros_like(mask)
+    painted[[5, 8, 11]] = mask[[5, 8, 11]]
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("liver", "liver")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted.astype(np.uint8), segmentation, segmentId, volume)
+    with tempfile.TemporaryDirectory() as folder:
+        logic = LiverUNet.LiverUNetLogic(modelLibrary=ModelLibrary(Path(folder)))
+        settings = {"epochs": 2, "base_channels": 4, "depth": 2, "samples_per_epoch": 16, "batch_size": 4,
+                    "crop_size": 48, "in_plane_spacing_mm": None, "validation_fraction": 0.0, "device": "cpu",
+                    "mixed_precision": False}
+        model = logic.train([LiverUNet.TrainingCaseNodes(volume, segmentation, segmentId)], Path(folder) / "tiny.pt",
+                            settings, timeoutSeconds=600)
+        test.assertTrue(model.is_file())
+        result = logic.segmentLiver(volume, None, model, "cpu", timeoutSeconds=600)
+        liverId = result.GetSegmentation().GetSegmentIdBySegmentName("Liver")
+        test.assertTrue(liverId != "")
+        test.assertTrue(logic.restorePreviousLiver(result))
+        test.assertIsNone(result.GetSegmentation().GetSegment(liverId))

@@ -1,0 +1,179 @@
+"""Segment Editor effect "Liver U-Net": segment the liver, or fill it in from a few painted slices.
+
+Qt shell only: the work is ``LiverUNetSlicerLib.effect_jobs.EffectJob`` (tested against Slicer's
+real segment editor logic). Slicer's loader finds this class by the file name (``SegmentEditorEffect``)
+and the package by the folder name (``SegmentEditorLiverUNetLib``), which must not be
+``LiverUNetLib``: the loader would replace that package in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import qt
+
+import slicer
+from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+
+from LiverUNetLib.errors import LiverUNetError
+from LiverUNetLib.progress import ProgressEvent
+from LiverUNetSlicerLib.effect_jobs import FILL_SETTINGS, EffectJob
+from LiverUNetSlicerLib.logic import JobResult
+from LiverUNetSlicerLib.models import ModelLibrary
+from LiverUNetSlicerLib.options import Device, EffectMode
+from LiverUNetSlicerLib.worker_runner import JobStatus
+
+MODE, MODEL, DEVICE, EPOCHS = "LiverUNet.Mode", "LiverUNet.ModelPath", "LiverUNet.Device", "LiverUNet.FillEpochs"
+
+
+def enumParameter(enumType, text: str, default):
+    try:
+        return enumType(text)
+    except ValueError:
+        return default
+
+
+class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
+    """Segments into the selected segment with undo, masking and overlap rules like any other effect."""
+
+    def __init__(self, scriptedEffect) -> None:
+        scriptedEffect.name = "Liver U-Net"
+        scriptedEffect.title = "Liver U-Net"
+        scriptedEffect.perSegment = True
+        scriptedEffect.requireSegments = True
+        AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
+        self.job: Optional[EffectJob] = None
+        self.library = ModelLibrary()
+
+    def clone(self):
+        import qSlicerSegmentationsEditorEffectsPythonQt as effects
+
+        clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
+        clonedEffect.setPythonSource(__file__.replace("\\", "/"))
+        return clonedEffect
+
+    def icon(self):
+        iconPath = os.path.join(os.path.dirname(__file__), "SegmentEditorEffect.png")
+        return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
+
+    def helpText(self) -> str:
+        return ("<html>Liver segmentation with a U-Net.<p><b>Segment the whole volume</b>: the chosen model segments "
+                "the source volume into the selected segment.<p><b>Fill from painted slices</b>: outline the whole "
+                "liver on a few slices (every 5th to 10th) in the selected segment; the model is fine-tuned on those "
+                "slices and fills the others, keeping your slices as painted. Undo works as usual.</html>")
+
+    # --- options ---------------------------------------------------------------------------------
+    def setupOptionsFrame(self) -> None:
+        self.modeComboBox = qt.QComboBox()
+        for mode in EffectMode:
+            self.modeComboBox.addItem(mode.label(), mode.value)
+        self.scriptedEffect.addLabeledOptionsWidget("Mode:", self.modeComboBox)
+        self.modelComboBox = qt.QComboBox()
+        self.scriptedEffect.addLabeledOptionsWidget("Model:", self.modelComboBox)
+        self.deviceComboBox = qt.QComboBox()
+        for device in Device:
+            self.deviceComboBox.addItem(device.label(), device.value)
+        self.scriptedEffect.addLabeledOptionsWidget("Device:", self.deviceComboBox)
+        self.epochsSpinBox = qt.QSpinBox()
+        self.epochsSpinBox.setRange(1, 500)
+        self.epochsSpinBox.toolTip = "Fine-tuning epochs for 'Fill from painted slices'."
+        self.scriptedEffect.addLabeledOptionsWidget("Fill epochs:", self.epochsSpinBox)
+        self.applyButton = qt.QPushButton("Apply")
+        self.applyButton.objectName = self.__class__.__name__ + "Apply"
+        self.scriptedEffect.addOptionsWidget(self.applyButton)
+        self.progressBar = qt.QProgressBar()
+        self.progressBar.visible = False
+        self.scriptedEffect.addOptionsWidget(self.progressBar)
+        self.statusLabel = qt.QLabel()
+        self.statusLabel.wordWrap = True
+        self.scriptedEffect.addOptionsWidget(self.statusLabel)
+        for combo in (self.modeComboBox, self.modelComboBox, self.deviceComboBox):
+            combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
+        self.epochsSpinBox.connect("valueChanged(int)", self.updateMRMLFromGUI)
+        self.applyButton.connect("clicked()", self.onApply)
+
+    def setMRMLDefaults(self) -> None:
+        self.scriptedEffect.setParameterDefault(MODE, EffectMode.SEGMENT.value)
+        self.scriptedEffect.setParameterDefault(MODEL, "")
+        self.scriptedEffect.setParameterDefault(DEVICE, Device.AUTO.value)
+        self.scriptedEffect.setParameterDefault(EPOCHS, FILL_SETTINGS["epochs"])
+
+    def updateGUIFromMRML(self) -> None:
+        widgets = (self.modeComboBox, self.modelComboBox, self.deviceComboBox, self.epochsSpinBox)
+        blocked = [w.blockSignals(True) for w in widgets]
+        self.modelComboBox.clear()
+        for entry in self.library.entries():
+            self.modelComboBox.addItem(entry.name, str(entry.path) if entry.path else "")
+        for combo, name in ((self.modeComboBox, MODE), (self.modelComboBox, MODEL), (self.deviceComboBox, DEVICE)):
+            index = combo.findData(self.scriptedEffect.parameter(name))
+            combo.currentIndex = max(index, 0)
+        self.epochsSpinBox.value = self.scriptedEffect.integerParameter(EPOCHS)
+        self.epochsSpinBox.enabled = self.mode() is EffectMode.FILL_FROM_PAINTED
+        for w, b in zip(widgets, blocked):
+            w.blockSignals(b)
+
+    def updateMRMLFromGUI(self) -> None:
+        self.scriptedEffect.setParameter(MODE, self.modeComboBox.currentData or EffectMode.SEGMENT.value)
+        self.scriptedEffect.setParameter(MODEL, self.modelComboBox.currentData or "")
+        self.scriptedEffect.setParameter(DEVICE, self.deviceComboBox.currentData or Device.AUTO.value)
+        self.scriptedEffect.setParameter(EPOCHS, self.epochsSpinBox.value)
+        self.epochsSpinBox.enabled = self.mode() is EffectMode.FILL_FROM_PAINTED
+
+    def mode(self) -> EffectMode:
+        return enumParameter(EffectMode, self.scriptedEffect.parameter(MODE), EffectMode.SEGMENT)
+
+    # --- running ---------------------------------------------------------------------------------
+    def onApply(self) -> None:
+        if self.job is not None and self.job.running:
+            self.statusLabel.text = "Cancelling..."
+            self.job.cancel()
+            return
+        from LiverUNetGuiLib.qt_scheduler import QtTimerScheduler
+        from LiverUNetGuiLib.torch_setup import ensureTorch
+
+        if not self.scriptedEffect.confirmCurrentSegmentVisible() or not ensureTorch():
+            return
+        modelText = self.scriptedEffect.parameter(MODEL)
+        self.job = EffectJob(
+            self.scriptedEffect, self.mode(), QtTimerScheduler(), slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet,
+            model=Path(modelText) if modelText else None,
+            device=enumParameter(Device, self.scriptedEffect.parameter(DEVICE), Device.AUTO),
+            fillSettings={"epochs": self.scriptedEffect.integerParameter(EPOCHS)},
+            onProgress=self.onProgress, onFinished=self.onFinished,
+            workerEnvironment=slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None)
+        try:
+            self.job.start()
+        except LiverUNetError as error:
+            self.job = None
+            slicer.util.errorDisplay(str(error), windowTitle="Liver U-Net")
+            return
+        self._setRunning(True)
+        self.statusLabel.text = "Fine-tuning on the painted slices..." if self.mode() is EffectMode.FILL_FROM_PAINTED else "Segmenting..."
+
+    def onProgress(self, event: ProgressEvent) -> None:
+        if event.fraction is not None:
+            self.progressBar.value = int(round(100 * event.fraction))
+        self.statusLabel.text = event.message or event.stage.value
+
+    def onFinished(self, result: JobResult) -> None:
+        self._setRunning(False)
+        if result.status is JobStatus.SUCCEEDED:
+            self.statusLabel.text = "Done. Undo (Ctrl+Z) restores the segment as it was."
+        elif result.status is JobStatus.CANCELLED:
+            self.statusLabel.text = "Cancelled; the segment is unchanged."
+        else:
+            self.statusLabel.text = "Failed; the segment is unchanged."
+            slicer.util.errorDisplay(result.message, windowTitle="Liver U-Net")
+
+    def _setRunning(self, running: bool) -> None:
+        self.applyButton.text = "Cancel" if running else "Apply"
+        self.progressBar.visible = running
+        self.progressBar.value = 0
+        for widget in (self.modeComboBox, self.modelComboBox, self.deviceComboBox, self.epochsSpinBox):
+            widget.enabled = not running
+
+    def cleanup(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
