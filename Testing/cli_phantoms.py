@@ -17,7 +17,7 @@ TINY_SETTINGS = {
     "batch_size": 4,
     "samples_per_epoch": 8,
     "crop_size": 32,
-    "in_plane_spacing_mm": None,
+    "in_plane_spacing_mm": 3.0,  # phantoms and CT are resampled to few pixels: fast on CPU
     "device": "cpu",
     "mixed_precision": False,
     "validation_fraction": 0.0,

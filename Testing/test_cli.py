@@ -273,3 +273,21 @@ def test_case_key_matching():
     assert case_key(Path("Patient-07_liver_pred.seg.nrrd")) == "patient_07"
     with pytest.raises(LiverUNetError, match="No matching"):
         cli.match_cases([Path("a_1.nii.gz")], [Path("b_2.nii.gz")], ("reference", "prediction"))
+
+
+@pytest.mark.data
+def test_segment_dicom_folder_to_seg_nrrd_on_the_reference_grid(trained, ct_sample_dir, tmp_path, capsys):
+    """A DICOM folder in, a .seg.nrrd out, on exactly the grid of the reference mask. The tiny
+    phantom model is an MRI model, so CT input is refused unless explicitly allowed."""
+    target = tmp_path / "ct_liver.seg.nrrd"
+    args = ["segment", str(ct_sample_dir / "dicom"), "--output", str(target), "--model", str(trained["model"])]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "CT" in error_line(err) and "--allow-modality-mismatch" in err
+    assert not target.exists()
+    code, out, err = run(capsys, *args, "--allow-modality-mismatch")
+    assert code == 0, err
+    mask, segments = read_segmentation(target)
+    reference = read_image(ct_sample_dir / "liver_gt.nii.gz")
+    assert mask.array.shape == reference.array.shape
+    np.testing.assert_allclose(mask.ijk_to_ras, reference.ijk_to_ras, atol=1e-6)
+    assert segments[0].name == "Liver"

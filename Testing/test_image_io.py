@@ -111,6 +111,15 @@ def test_4d_image_is_refused(tmp_path):
         read_image(path)
 
 
+def test_4d_image_with_one_time_point_reads_as_3d(tmp_path):
+    path = tmp_path / "one_frame.nrrd"
+    values = np.arange(3 * 4 * 5, dtype=np.int16).reshape(1, 3, 4, 5)
+    sitk.WriteImage(sitk.GetImageFromArray(values, isVector=False), str(path))
+    vol = read_image(path)
+    assert vol.array.shape == (3, 4, 5)
+    np.testing.assert_array_equal(vol.array, values[0])
+
+
 def test_rgb_image_is_refused(tmp_path):
     path = tmp_path / "colour.nrrd"
     rgb = sitk.GetImageFromArray(np.zeros((4, 5, 6, 3), np.uint8), isVector=True)
