@@ -256,3 +256,23 @@ def test_effect_fill_from_painted_slices_with_the_real_worker(mrml, tinyModel, t
     effect.logic.Undo()
     np.testing.assert_array_equal(segmentArray(segmentation, segmentId, volume), before)
     _noTempLeft(tmp_path)
+
+
+def test_batch_script_segments_files_through_the_scene(mrml, tinyModel, tmp_path, capsys):
+    import importlib.util
+
+    from LiverUNetLib.segmentation_file import read_segmentation
+    from slicer_harness import MODULE_DIR
+
+    spec = importlib.util.spec_from_file_location("segment_batch", MODULE_DIR / "Scripts" / "segment_batch.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # __name__ is not "__main__": nothing runs on import
+    source = require_data("chaos-mr-t2", "images", "image_5.nii.gz")
+    code = script.main([str(source), str(tmp_path / "missing.nii.gz"), "--output-dir", str(tmp_path / "out"),
+                        "--model", str(tinyModel), "--device", "cpu"])
+    assert code == 1  # one of two inputs failed, and the run said so
+    out = capsys.readouterr().out
+    assert "1 of 2 files failed" in out and "missing.nii.gz" in out
+    labelmap, segments = read_segmentation(tmp_path / "out" / "image_5.seg.nrrd")
+    assert [s.name for s in segments] == ["Liver"] and labelmap.array.any()
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0  # nodes removed after each file

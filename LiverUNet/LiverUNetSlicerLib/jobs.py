@@ -34,6 +34,15 @@ def writeVolumeFile(volume: Volume, path: Path) -> None:
     write_image(volume, path)
 
 
+def fileStem(path: Path) -> str:
+    """A file name without its image ending (".nii.gz" and ".seg.nrrd" count as one ending)."""
+    name = path.name
+    for ending in (".seg.nrrd", ".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".nhdr"):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return path.stem if path.suffix else name
+
+
 def newWorkDir(root: Optional[Path] = None) -> Path:
     """A fresh private folder for one job (under ``root`` or the system's temporary folder)."""
     if root is not None:

@@ -28,7 +28,7 @@ import slicer
 from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 
-from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModelPath, writeVolumeFile
+from .jobs import SegmentJob, TrainCaseFiles, TrainJob, fileStem, newWorkDir, resolveModelPath, writeVolumeFile
 from .liver_segment import SegmentBackup, newSegmentationNode, restoreSegment, writeLiverMask
 from .models import ModelLibrary, writeProvenance
 from .nodes import nodeName, volumeFromNode
@@ -245,7 +245,7 @@ class LiverUNetLogic:
         written, errors = [], []
         for inputPath in inputPaths:
             source = Path(inputPath)
-            target = outputFolder / f"{_stem(source)}.seg.nrrd"
+            target = outputFolder / f"{fileStem(source)}.seg.nrrd"
             job = SegmentJob(source.resolve(), target.resolve(), resolveModelPath(model), toDevice(device), tta)
             try:
                 self._wait(lambda scheduler, done, job=job: self._start(
@@ -325,14 +325,6 @@ class LiverUNetLogic:
         if result.status is JobStatus.FAILED:
             raise LiverUNetError(result.message)
         return result.value
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ending in (".seg.nrrd", ".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".nhdr"):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return path.stem if path.suffix else name
 
 
 def _removeQuietly(folder: Path) -> None:
