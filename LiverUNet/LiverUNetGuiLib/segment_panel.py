@@ -35,8 +35,12 @@ class SegmentPanel:
         ui.exportModelButton.clicked.connect(self.onExportModel)
         ui.modelComboBox.currentIndexChanged.connect(self.onModelChosen)
         ui.outputSegmentationSelector.currentNodeChanged.connect(self.onOutputChanged)
-        ui.deviceWarningLabel.text = gpuWarning()
         self.refreshModels()
+        # Checking for a GPU imports torch (seconds): do it after the panel is shown.
+        qt.QTimer.singleShot(500, self.updateDeviceWarning)
+
+    def updateDeviceWarning(self) -> None:
+        self.ui.deviceWarningLabel.text = gpuWarning()
 
     # --- state ----------------------------------------------------------------------------------
     @property
@@ -107,6 +111,7 @@ class SegmentPanel:
                 return
         if not ensureTorch():
             return
+        self.updateDeviceWarning()
         entry = self.selectedModel()
         if entry is None:
             slicer.util.errorDisplay("There is no model to segment with. Train one from painted segments first.")

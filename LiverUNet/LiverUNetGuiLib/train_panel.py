@@ -138,7 +138,7 @@ class TrainPanel:
         if event.epoch is not None and event.epochs:
             parts.append(f"epoch {event.epoch}/{event.epochs}")
         if event.fold is not None and event.folds and event.folds > 1:
-            parts.append(f"fold {event.fold + 1}/{event.folds}")
+            parts.append(f"fold {event.fold}/{event.folds}")  # the engine counts folds from 1
         if event.validation_dice is not None:
             parts.append(f"validation Dice {event.validation_dice:.3f}")
         if event.eta_seconds is not None:

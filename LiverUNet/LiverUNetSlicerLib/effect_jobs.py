@@ -20,11 +20,13 @@ from LiverUNetLib.progress import ProgressEvent
 from .effect_core import EffectAccess, EffectSnapshot, applyMask, fillUnpainted, takeSnapshot
 from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModelPath, writeVolumeFile
 from .logic import JobResult
+from .models import shippedModelPath
 from .options import Device, EffectMode, toDevice
 from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
 
 # Fine-tuning on one volume's painted slices: short, single fold, no validation split.
-FILL_SETTINGS: dict[str, Any] = {"epochs": 15, "folds": 1, "validation_fraction": 0.0, "patience": 1000}
+FILL_SETTINGS: dict[str, Any] = {"epochs": 15, "folds": 1, "validation_fraction": 0.0, "patience": 1000,
+                                 "samples_per_epoch": 64}
 TRAIN_SHARE = 0.8  # of the progress bar, when training comes first
 
 
@@ -98,8 +100,10 @@ class EffectJob:
     def _startTraining(self) -> None:
         assert self._folder is not None
         settings = {**self.fillSettings, "device": self.device.value}
+        # Fine-tune the chosen model; the "default" entry means the shipped model (scratch if none ships).
+        init = self.model if self.model is not None else shippedModelPath()
         job = TrainJob([TrainCaseFiles("painted slices", self._folder / "source.nrrd", self._folder / "painted.nrrd")],
-                       self._folder / "fill_model.pt", settings, self.model)
+                       self._folder / "fill_model.pt", settings, init)
         self._run(job.toDict(), "train", TRAIN_SHARE, 0.0,
                   lambda outcome: self._startSegmenting(job.output, TRAIN_SHARE))
 

@@ -207,9 +207,14 @@ class LiverUNetLogic:
             })
             return JobResult(JobStatus.SUCCEEDED, "", output, list(outcome.result.get("warnings") or []))
 
-        def discard() -> None:  # failed or cancelled: a model written at the last moment is not kept
+        resumeFile = output.with_name(output.name + ".resume")  # the engine's per-epoch checkpoint
+        resumeExisted = resumeFile.exists()
+
+        def discard() -> None:  # failed or cancelled: keep nothing of this run in the model folder
             if not existedBefore and output.exists():
                 output.unlink()
+            if not resumeExisted and resumeFile.exists():
+                resumeFile.unlink()
 
         return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler, discard)
 

@@ -1,0 +1,85 @@
+"""Smaller pieces of the Slicer layer: model library, training curves (real MRML), parameter node, options."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from slicer_harness import mrml, requires_slicer_core  # noqa: F401
+
+
+def slicerCoreOnly(test):
+    """Apply the slicer-core marks (skip without it) to one test; the others here need no MRML."""
+    for mark in requires_slicer_core:
+        test = mark(test)
+    return test
+
+
+def test_model_library_lists_imports_and_exports(tmp_path, monkeypatch):
+    import LiverUNetSlicerLib.models as models
+    from LiverUNetLib.errors import LiverUNetError
+
+    monkeypatch.setattr(models, "shippedModelPath", lambda: None)
+    library = models.ModelLibrary(tmp_path / "library")
+    assert library.entries() == []
+    source = tmp_path / "trained on ward 3.pt"
+    source.write_bytes(b"weights")
+    models.writeProvenance(source, {"cases": ["a"]})
+    imported = library.importModel(source)
+    assert imported.parent == library.folder and imported.name == "trained_on_ward_3.pt"
+    assert models.provenancePath(imported).is_file()
+    again = library.importModel(source)  # never overwrites
+    assert again != imported and again.is_file()
+    assert [e.path for e in library.entries()][0] in (imported, again)
+    exported = library.exportModel(models.ModelEntry("x", imported), tmp_path / "out" / "shared")
+    assert exported.name == "shared.pt" and exported.read_bytes() == b"weights"
+    assert models.provenancePath(exported).is_file()
+    with pytest.raises(LiverUNetError, match="not a LiverUNet model file"):
+        library.importModel(tmp_path / "trained on ward 3.provenance.json")
+    with pytest.raises(LiverUNetError, match="no default model"):
+        library.exportModel(models.ModelEntry("default", None), tmp_path / "d.pt")
+    monkeypatch.setattr(models, "shippedModelPath", lambda: source)
+    assert library.entries()[0].isDefault
+
+
+def test_device_and_file_names():
+    from LiverUNetLib.errors import LiverUNetError
+    from LiverUNetSlicerLib.jobs import fileStem
+    from LiverUNetSlicerLib.options import Device, toDevice
+
+    assert toDevice(None) is Device.AUTO and toDevice("GPU") is Device.CUDA and toDevice(Device.MPS) is Device.MPS
+    with pytest.raises(LiverUNetError, match="Unknown device"):
+        toDevice("tpu")
+    assert fileStem(Path("a/b.seg.nrrd")) == "b" and fileStem(Path("x.nii.gz")) == "x" and fileStem(Path("dicom")) == "dicom"
+
+
+@slicerCoreOnly
+def test_training_curves_fill_a_table_and_chart(mrml):
+    import slicer
+    from LiverUNetLib.progress import ProgressEvent, Stage
+    from LiverUNetSlicerLib.training_curves import TrainingCurves
+
+    curves = TrainingCurves(slicer.mrmlScene, "run")
+    assert curves.chartNode.GetNumberOfPlotSeriesNodes() == 2
+    assert not curves.add(ProgressEvent(Stage.LOADING, 0.0))
+    assert curves.add(ProgressEvent(Stage.TRAINING, 0.1, epoch=1, loss=0.9, fold=0))
+    assert not curves.add(ProgressEvent(Stage.VALIDATING, 0.1, epoch=1, loss=0.9, fold=0))  # same epoch
+    assert curves.add(ProgressEvent(Stage.TRAINING, 0.2, epoch=2, loss=0.7, validation_dice=0.5, fold=0))
+    assert curves.add(ProgressEvent(Stage.TRAINING, 0.6, epoch=1, loss=0.8, fold=1))  # next fold continues the x axis
+    table = curves.tableNode.GetTable()
+    epochs = [table.GetValue(r, 0).ToDouble() for r in range(curves.rowCount())]
+    dice = [table.GetValue(r, 2).ToDouble() for r in range(curves.rowCount())]
+    assert epochs == [1, 2, 3] and math.isnan(dice[0]) and dice[1] == 0.5
+
+
+@slicerCoreOnly
+def test_module_parameter_node_is_a_singleton(mrml):
+    import slicer
+    from LiverUNetSlicerLib.parameter_node import moduleParameterNode
+
+    first = moduleParameterNode(slicer.mrmlScene)
+    assert moduleParameterNode(slicer.mrmlScene) is first
+    assert first.GetAttribute("ModuleName") == "LiverUNet" and first.GetSingletonTag() == "LiverUNet"
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
