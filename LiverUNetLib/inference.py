@@ -86,11 +86,17 @@ class _Predictor:
         self.batch_size = config.batch_size or (32 if device.type != "cpu" else 8)
         self.warnings: list[str] = []
         self.model.to(device).eval()
+        self._channels_last()
         self.multiple = model.network_config.size_multiple
+
+    def _channels_last(self) -> None:
+        for net in self.model.networks:
+            net.to(memory_format=torch.channels_last)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mean sigmoid probability of all fold networks for a padded batch on the device."""
         dtype = autocast_dtype(self.device) if self.config.half_precision else None
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             total = None
             for net in self.model.networks:
@@ -132,9 +138,11 @@ class _Predictor:
         self.warnings.append(
             f"The GPU ran out of memory even with single slices; finished on the CPU instead ({self.device})."
         )
+        previous = self.device
         self.device = torch.device("cpu")
         self.model.to(self.device)
-        if self.device.type == "cuda":
+        self._channels_last()
+        if previous.type == "cuda":
             torch.cuda.empty_cache()
 
 
