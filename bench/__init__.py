@@ -1,0 +1,1 @@
+"""Benchmarks (accuracy, speed); not part of the installed package."""

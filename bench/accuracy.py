@@ -1,0 +1,353 @@
+"""Reproducible accuracy benchmark on CHAOS MRI T2-SPIR (issue "Real-data accuracy").
+
+Two protocols, each experiment cached as one JSON file under ``--results`` so a long run can be
+stopped and continued, and the report rebuilt from whatever has finished:
+
+* ``generalisation``: cross-validation by subject (5 folds of 3 subjects). Training subjects keep
+  their label only on every k-th liver slice; held-out subjects are scored on all slices.
+* ``densify``: per subject, paint every k-th liver slice, train on those slices (from scratch, or
+  fine-tuned from the cross-validation model that never saw the subject) and score the unpainted
+  slices, beside ITK's morphological contour interpolation (what Slicer's "Fill between slices" uses).
+
+Commands::
+
+    python bench/accuracy.py generalisation --k 1 5 3
+    python bench/accuracy.py densify --k 5 10 3 --modes mci finetune scratch
+    python bench/accuracy.py report            # docs/accuracy.md + docs/accuracy.png
+    python bench/accuracy.py ship --k 1        # fold ensemble -> shipped default model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from LiverUNetLib.image_io import read_image  # noqa: E402
+from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
+from LiverUNetLib.labels import SparseLabel, liver_slices, sparse_label_from_mask  # noqa: E402
+from LiverUNetLib.metrics import evaluate  # noqa: E402
+from LiverUNetLib.volume import Volume  # noqa: E402
+
+DATA = Path(os.environ.get("LIVERUNET_DATA", ROOT.parent / "shared" / "data")) / "chaos-mr-t2"
+SUBJECTS = ["3", "5", "13", "15", "19", "20", "21", "22", "31", "32", "34", "36", "37", "38", "39"]
+FOLDS = 5
+
+
+@dataclass
+class Recipe:
+    """The training recipe under test (also the default model's recipe)."""
+
+    epochs: int = 40
+    samples_per_epoch: int = 256
+    base_channels: int = 16
+    depth: int = 4
+    in_plane_spacing_mm: float = 2.5
+    context_slices: int = 1
+    crop_size: int = 128
+    learning_rate: float = 2e-3
+    finetune_epochs: int = 6
+    finetune_learning_rate: float = 5e-4
+    scratch_epochs: int = 20
+
+
+def load_subject(subject: str) -> tuple[Volume, SparseLabel, Volume]:
+    image = read_image(DATA / "images" / f"image_{subject}.nii.gz")
+    label = read_image(DATA / "labels" / f"label_{subject}.nii.gz")
+    liver = label.with_array((label.array == 1).astype(np.uint8))
+    dense = sparse_label_from_mask(image, liver, dense=True)
+    return image, dense, liver
+
+
+def fold_of(subject: str) -> int:
+    order = np.random.default_rng(2019).permutation(len(SUBJECTS))
+    return int(np.flatnonzero(order == SUBJECTS.index(subject))[0] % FOLDS)
+
+
+def metrics_row(reference: Volume, prediction: Volume, slices: Optional[np.ndarray] = None) -> dict[str, float]:
+    """Dice/HD95/ASSD of the whole volume, and Dice restricted to ``slices`` when given."""
+    m = evaluate(reference, prediction)
+    row = {"dice": m.dice, "hd95_mm": m.hd95_mm, "assd_mm": m.assd_mm, "volume_ml": m.volume_ml}
+    if slices is not None:
+        axis = reference.slice_axis()
+        ref = np.take(reference.array > 0, slices, axis=axis)
+        pred = np.take(prediction.array > 0, slices, axis=axis)
+        total = ref.sum() + pred.sum()
+        row["dice_scored_slices"] = float(1.0 if total == 0 else 2 * (ref & pred).sum() / total)
+    return row
+
+
+def train_config(recipe: Recipe, seed: int, **overrides: Any):
+    from LiverUNetLib.training import TrainConfig
+
+    values = dict(
+        epochs=recipe.epochs,
+        samples_per_epoch=recipe.samples_per_epoch,
+        base_channels=recipe.base_channels,
+        depth=recipe.depth,
+        in_plane_spacing_mm=recipe.in_plane_spacing_mm,
+        context_slices=recipe.context_slices,
+        crop_size=recipe.crop_size,
+        learning_rate=recipe.learning_rate,
+        validation_fraction=0.0,
+        patience=0,
+        seed=seed,
+        save_half_precision=True,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int]) -> None:
+    from LiverUNetLib.training import TrainingCase, train
+
+    for fold in folds:
+        out = results / f"generalisation_k{k}_fold{fold}.json"
+        if out.exists():
+            continue
+        test = [s for s in SUBJECTS if fold_of(s) == fold]
+        cases = []
+        for s in SUBJECTS:
+            if s in test:
+                continue
+            image, dense, _ = load_subject(s)
+            cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
+        model_path = results / "models" / f"generalisation_k{k}_fold{fold}.pt"
+        started = time.perf_counter()
+        trained = train(cases, train_config(recipe, seed=fold), model_path, resume=True,
+                        progress=lambda e: print(f"  k={k} fold={fold} {e.message} loss={e.loss}", flush=True) if e.epoch and e.epoch % 10 == 0 else None)
+        seconds = time.perf_counter() - started
+        rows = {}
+        for s in test:
+            image, _, liver = load_subject(s)
+            result = segment_volume(image, model_path, InferenceConfig(device="cpu"))
+            rows[s] = metrics_row(liver, result.mask)
+            print(f"k={k} fold={fold} subject={s} dice={rows[s]['dice']:.4f}", flush=True)
+        record = {
+            "protocol": "generalisation", "k": k, "fold": fold, "test_subjects": test,
+            "annotated_slices": sum(c.label.annotated_count for c in cases),
+            "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
+            "subjects": rows,
+        }
+        out.write_text(json.dumps(record, indent=1))
+
+
+def contour_interpolation(liver: Volume, painted: np.ndarray) -> np.ndarray:
+    """ITK MorphologicalContourInterpolator on the painted slices (Slicer's "Fill between slices")."""
+    import itk
+
+    axis = liver.slice_axis()
+    sparse = np.zeros_like(liver.array, dtype=np.uint8)
+    index = [slice(None)] * 3
+    index[axis] = painted
+    sparse[tuple(index)] = liver.array[tuple(index)]
+    image = itk.image_from_array(sparse)
+    interpolator = itk.MorphologicalContourInterpolator.New(image)
+    interpolator.SetAxis(2 - axis)  # ITK axis order is IJK; numpy axis 0 is K
+    interpolator.Update()
+    return (itk.array_from_image(interpolator.GetOutput()) > 0).astype(np.uint8)
+
+
+def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subjects: list[str]) -> None:
+    from LiverUNetLib.training import TrainingCase, train
+
+    for s in subjects:
+        image, dense, liver = load_subject(s)
+        sparse = dense.keep_every_k(k)
+        axis = image.slice_axis()
+        unpainted = np.setdiff1d(np.arange(image.array.shape[axis]), sparse.annotated)
+        index = [slice(None)] * 3
+        index[axis] = sparse.annotated
+        for mode in modes:
+            out = results / f"densify_k{k}_{mode}_s{s}.json"
+            if out.exists():
+                continue
+            started = time.perf_counter()
+            if mode == "mci":
+                filled = contour_interpolation(liver, sparse.annotated)
+            else:
+                init = None
+                if mode == "finetune":
+                    init = results / "models" / f"generalisation_k1_fold{fold_of(s)}.pt"
+                    if not init.exists():
+                        print(f"skip finetune for {s}: {init} missing (run generalisation --k 1 first)")
+                        continue
+                    config = train_config(recipe, seed=0, epochs=recipe.finetune_epochs,
+                                          learning_rate=recipe.finetune_learning_rate)
+                else:
+                    config = train_config(recipe, seed=0, epochs=recipe.scratch_epochs)
+                model_path = results / "models" / f"densify_{mode}_k{k}_s{s}.pt"
+                train([TrainingCase(s, image, sparse)], config, model_path, init_model=init, resume=False)
+                filled = segment_volume(image, model_path, InferenceConfig(device="cpu")).mask.array.copy()
+                model_path.unlink(missing_ok=True)
+            filled[tuple(index)] = liver.array[tuple(index)]  # painted slices stay as painted
+            row = metrics_row(liver, liver.with_array(filled), unpainted)
+            record = {"protocol": "densify", "k": k, "mode": mode, "subject": s,
+                      "painted": sparse.annotated.tolist(), "seconds": round(time.perf_counter() - started, 1), **row}
+            out.write_text(json.dumps(record, indent=1))
+            print(f"densify k={k} {mode} subject={s} dice_unpainted={row['dice_scored_slices']:.4f}", flush=True)
+
+
+def _load(results: Path, pattern: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob(pattern))]
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "–"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def report(results: Path, output: Path) -> None:
+    lines = ["# Accuracy on CHAOS MRI T2-SPIR", "",
+             "Measured by `bench/accuracy.py` (see its docstring for the commands) on "
+             f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; data: `../shared/data/chaos-mr-t2` "
+             "(15 subjects, manual labels, CC BY-NC-SA 4.0).", ""]
+    gen = _load(results, "generalisation_k*_fold*.json")
+    plot_gen: dict[int, tuple[float, float]] = {}
+    if gen:
+        lines += ["## New subjects (5-fold cross-validation by subject, all slices of held-out subjects)", "",
+                  "| k (every k-th slice painted) | folds done | painted slices per fold (mean) | subjects | Dice | HD95 mm | ASSD mm | train s / fold |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for k in sorted({r["k"] for r in gen}):
+            rs = [r for r in gen if r["k"] == k]
+            rows = [row for r in rs for row in r["subjects"].values()]
+            d = [x["dice"] for x in rows]
+            plot_gen[k] = (float(np.mean(d)), float(np.std(d)))
+            lines.append(f"| {k} | {len(rs)}/{FOLDS} | {np.mean([r['annotated_slices'] for r in rs]):.0f} | {len(rows)} | "
+                         f"{_mean_sd(d)} | {_mean_sd([x['hd95_mm'] for x in rows])} | {_mean_sd([x['assd_mm'] for x in rows])} | "
+                         f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
+        lines += ["", "Per subject (Dice):", "", "| k | " + " | ".join(SUBJECTS) + " |", "|---" * (len(SUBJECTS) + 1) + "|"]
+        for k in sorted({r["k"] for r in gen}):
+            per = {s: row["dice"] for r in gen if r["k"] == k for s, row in r["subjects"].items()}
+            lines.append(f"| {k} | " + " | ".join(f"{per[s]:.3f}" if s in per else "–" for s in SUBJECTS) + " |")
+        lines.append("")
+    dens = _load(results, "densify_k*_*.json")
+    plot_dens: dict[str, dict[int, tuple[float, float]]] = {}
+    if dens:
+        lines += ["## Densifying a painted volume (score on the unpainted slices, including beyond the first/last painted one)", "",
+                  "| k | method | subjects | Dice (unpainted slices) | Dice (whole filled volume) | HD95 mm | ASSD mm | seconds / subject |",
+                  "|---|---|---|---|---|---|---|---|"]
+        names = {"mci": "ITK morphological contour interpolation (Fill between slices)",
+                 "finetune": "LiverUNet, fine-tuned from the CV model that never saw the subject",
+                 "scratch": "LiverUNet, from scratch on the painted slices only"}
+        for k in sorted({r["k"] for r in dens}):
+            for mode in ("mci", "finetune", "scratch"):
+                rs = [r for r in dens if r["k"] == k and r["mode"] == mode]
+                if not rs:
+                    continue
+                d = [r["dice_scored_slices"] for r in rs]
+                plot_dens.setdefault(mode, {})[k] = (float(np.mean(d)), float(np.std(d)))
+                lines.append(f"| {k} | {names[mode]} | {len(rs)} | {_mean_sd(d)} | {_mean_sd([r['dice'] for r in rs])} | "
+                             f"{_mean_sd([r['hd95_mm'] for r in rs])} | {_mean_sd([r['assd_mm'] for r in rs])} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+        lines.append("")
+    output.write_text("\n".join(lines) + "\n")
+    _plot(plot_gen, plot_dens, output.with_suffix(".png"))
+    print(output.read_text())
+
+
+def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[float, float]]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e .[bench]); no plot written")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if gen:
+        ks = sorted(gen)
+        axes[0].errorbar(ks, [gen[k][0] for k in ks], [gen[k][1] for k in ks], marker="o", capsize=3, label="LiverUNet")
+    axes[0].axhline(0.83, color="grey", linestyle="--", label="published Keras study (0.83)")
+    axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
+    axes[0].legend()
+    labels = {"mci": "contour interpolation (peer)", "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
+    for mode, values in dens.items():
+        ks = sorted(values)
+        axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3, label=labels[mode])
+    axes[1].set(title="Densifying a painted volume", xlabel="k", ylabel="Dice on unpainted slices", ylim=(0.4, 1.0))
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def ship(k: int, results: Path, destination: Path) -> None:
+    """Combine the k-fold CV models into one ensemble model file with a model card."""
+    from LiverUNetLib.model_file import LiverModel, ModelCard, load_model, save_model
+
+    records = _load(results, f"generalisation_k{k}_fold*.json")
+    if len(records) != FOLDS:
+        raise SystemExit(f"need all {FOLDS} folds of k={k}; have {len(records)}")
+    models = [load_model(results / "models" / f"generalisation_k{k}_fold{r['fold']}.pt") for r in records]
+    rows = [row for r in records for row in r["subjects"].values()]
+    dice = [x["dice"] for x in rows]
+    model = LiverModel([m.networks[0] for m in models], models[0].network_config, models[0].preprocess)
+    model.card = ModelCard(
+        name="LiverUNet default MRI liver model (CHAOS T2-SPIR)",
+        description=("Ensemble of the 5 fold models of a 5-fold cross-validation by subject on the 15 CHAOS "
+                     "MRI T2-SPIR subjects; probabilities are averaged. For research use; non-commercial (CC BY-NC-SA 4.0 data)."),
+        training={"command": f"python bench/accuracy.py generalisation --k {k} && python bench/accuracy.py ship --k {k}",
+                  "recipe": records[0]["recipe"], "painted": "every slice" if k == 1 else f"every {k}th liver slice",
+                  "train_seconds_per_fold": [r["train_seconds"] for r in records], "device": records[0]["device"]},
+        validation={"protocol": "5-fold cross-validation by subject; each fold model scored on all slices of its 3 held-out subjects",
+                    "dice_mean": round(float(np.mean(dice)), 4), "dice_sd": round(float(np.std(dice)), 4),
+                    "hd95_mm_mean": round(float(np.mean([x["hd95_mm"] for x in rows])), 2),
+                    "assd_mm_mean": round(float(np.mean([x["assd_mm"] for x in rows])), 2)},
+        data={"name": "CHAOS challenge MR T2-SPIR training set (15 subjects)", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
+              "citation": "Kavur et al., Medical Image Analysis 69 (2021) 101950"},
+    )
+    save_model(model, destination, half_precision=True)
+    print(f"wrote {destination} ({destination.stat().st_size / 1e6:.1f} MB); CV Dice {np.mean(dice):.4f} ± {np.std(dice):.4f}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
+    parser.add_argument("--threads", type=int, default=2)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generalisation")
+    g.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
+    g.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
+    g.add_argument("--epochs", type=int, default=Recipe.epochs)
+    d = sub.add_parser("densify")
+    d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
+    d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=["mci", "finetune", "scratch"])
+    d.add_argument("--subjects", nargs="+", default=SUBJECTS)
+    r = sub.add_parser("report")
+    r.add_argument("--output", type=Path, default=ROOT / "docs" / "accuracy.md")
+    s = sub.add_parser("ship")
+    s.add_argument("--k", type=int, default=1)
+    s.add_argument("--destination", type=Path, default=ROOT / "LiverUNetLib" / "models" / "liver_mri_t2_default.pt")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    (args.results / "models").mkdir(parents=True, exist_ok=True)
+    if args.command == "generalisation":
+        for k in args.k:
+            run_generalisation(k, Recipe(epochs=args.epochs), args.results, args.folds)
+    elif args.command == "densify":
+        for k in args.k:
+            run_densify(k, args.modes, Recipe(), args.results, args.subjects)
+    elif args.command == "report":
+        report(args.results, args.output)
+    elif args.command == "ship":
+        ship(args.k, args.results, args.destination)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
