@@ -150,6 +150,9 @@ def save_model(model: LiverModel, path: Union[str, os.PathLike], half_precision:
             torch.save(payload, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared model from colleagues
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
