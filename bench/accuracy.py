@@ -310,6 +310,34 @@ def ship(k: int, results: Path, destination: Path) -> None:
               "citation": "Kavur et al., Medical Image Analysis 69 (2021) 101950"},
     )
     save_model(model, destination, half_precision=True)
+    per_subject = {s: round(row["dice"], 4) for r in records for s, row in r["subjects"].items()}
+    card = [
+        "# Model card: LiverUNet default MRI liver model", "",
+        f"File: `{destination.name}` ({destination.stat().st_size / 1e6:.1f} MB, float16 weights), used by "
+        "`liverunet segment` and Slicer's \"Segment liver\" when no model is chosen.", "",
+        "## Data", "",
+        "CHAOS challenge MR T2-SPIR training set: 15 healthy-liver subjects (liver-donor candidates), one 1.5 T "
+        "scanner, manual liver labels on every slice, pre-processed copy at 1.25 x 1.25 x 7.7 mm "
+        "(see `../shared/data/chaos-mr-t2/README.md`).",
+        "**Licence: CC BY-NC-SA 4.0 — non-commercial use only; share-alike.** Cite A. E. Kavur et al., "
+        "\"CHAOS Challenge - combined (CT-MR) healthy abdominal organ segmentation\", Medical Image Analysis 69 "
+        "(2021) 101950.", "",
+        "## Model", "",
+        model.describe().replace("\n", "  \n"), "",
+        "## How it was trained", "",
+        f"`{model.card.training['command']}` on {records[0]['device']}; the 5 fold models of the cross-validation "
+        "are shipped together and their probabilities averaged.", "",
+        "## Cross-validated accuracy (all slices of held-out subjects)", "",
+        f"Dice {np.mean(dice):.4f} ± {np.std(dice):.4f}, HD95 {model.card.validation['hd95_mm_mean']} mm, "
+        f"ASSD {model.card.validation['assd_mm_mean']} mm (mean over the 15 subjects, each scored by the fold "
+        "model that never saw it).", "",
+        "Per subject: " + ", ".join(f"{s}: {d}" for s, d in sorted(per_subject.items(), key=lambda x: int(x[0]))), "",
+        "## Limits", "",
+        "Trained on T2-SPIR MRI of healthy livers from one scanner. CT, other MRI sequences and diseased livers "
+        "are out of its domain: CT input is refused, and other inputs should be checked and, if needed, used to "
+        "fine-tune (`liverunet train --init`, or *Train* in Slicer).",
+    ]
+    (destination.parent / "MODEL_CARD.md").write_text("\n".join(card) + "\n")
     print(f"wrote {destination} ({destination.stat().st_size / 1e6:.1f} MB); CV Dice {np.mean(dice):.4f} ± {np.std(dice):.4f}")
 
 

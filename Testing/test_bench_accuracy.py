@@ -1,0 +1,56 @@
+"""bench/accuracy.py's pieces work: the contour-interpolation peer, the metrics rows, the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+accuracy = pytest.importorskip("bench.accuracy")
+itk = pytest.importorskip("itk", reason="benchmark-only dependency: pip install -e .[bench]")
+
+from LiverUNetLib.volume import Volume  # noqa: E402
+
+
+def _ellipsoid(shape=(20, 40, 40)) -> Volume:
+    k, j, i = np.indices(shape)
+    inside = ((k - 10) / 7.0) ** 2 + ((j - 20) / 12.0) ** 2 + ((i - 20) / 10.0) ** 2 <= 1
+    return Volume(inside.astype(np.uint8), np.diag([1.5, 1.5, 4.0, 1.0]))
+
+
+def test_contour_interpolation_fills_between_painted_slices_only():
+    liver = _ellipsoid()
+    painted = np.array([5, 10, 15])
+    filled = accuracy.contour_interpolation(liver, painted)
+    assert filled[12].any() and filled[7].any()  # between painted slices
+    assert not filled[3].any()  # the peer does not extrapolate beyond the first painted slice
+    dice = 2 * (filled[6:15] & liver.array[6:15]).sum() / (filled[6:15].sum() + liver.array[6:15].sum())
+    assert dice > 0.8
+
+
+def test_metrics_row_scores_only_the_requested_slices():
+    liver = _ellipsoid()
+    wrong = liver.array.copy()
+    wrong[5] = 0
+    row = accuracy.metrics_row(liver, liver.with_array(wrong), np.array([10, 11]))
+    assert row["dice_scored_slices"] == 1.0
+    assert row["dice"] < 1.0
+
+
+def test_report_tables_from_result_files(tmp_path):
+    (tmp_path / "generalisation_k1_fold0.json").write_text(json.dumps({
+        "protocol": "generalisation", "k": 1, "fold": 0, "test_subjects": ["3"], "annotated_slices": 400,
+        "train_seconds": 10.0, "device": "cpu", "recipe": {},
+        "subjects": {"3": {"dice": 0.9, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1500.0}}}))
+    (tmp_path / "densify_k5_mci_s3.json").write_text(json.dumps({
+        "protocol": "densify", "k": 5, "mode": "mci", "subject": "3", "painted": [1], "seconds": 1.0,
+        "dice": 0.8, "hd95_mm": 9.0, "assd_mm": 3.0, "volume_ml": 1.0, "dice_scored_slices": 0.7}))
+    out = tmp_path / "accuracy.md"
+    accuracy.report(tmp_path, out)
+    text = out.read_text()
+    assert "| 1 | 1/5 | 400 | 1 | 0.900 ± 0.000" in text
+    assert "contour interpolation" in text and "0.700 ± 0.000" in text
