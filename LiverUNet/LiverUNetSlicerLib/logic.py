@@ -27,6 +27,7 @@ import numpy as np
 import slicer
 from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
+from LiverUNetLib.segmentation_file import NOT_LIVER_NAME
 
 from .jobs import SegmentJob, TrainCaseFiles, TrainJob, fileStem, newWorkDir, resolveModelPath, writeVolumeFile
 from .liver_segment import SegmentBackup, newSegmentationNode, restoreSegment, writeLiverMask
@@ -42,6 +43,18 @@ from .worker_runner import (BlockingScheduler, EventKind, JobStatus, Scheduler, 
 ModelArg = Union[str, os.PathLike, None]
 ProgressCallback = Callable[[ProgressEvent], None]
 LogCallback = Callable[[str], None]
+
+
+NOT_LIVER_LABEL = 2
+
+
+def notLiverMask(volumeNode, segmentationNode, liverSegmentId: str) -> Optional[np.ndarray]:
+    """The "Not liver" segment beside the liver segment, if painted: its slices teach where the liver ends."""
+    notLiverId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(NOT_LIVER_NAME)
+    if not notLiverId or notLiverId == liverSegmentId:
+        return None
+    mask = segmentMask(volumeNode, segmentationNode, notLiverId)
+    return mask if mask.any() else None
 
 
 @dataclass
@@ -230,8 +243,13 @@ class LiverUNetLogic:
             name = case.name or f"{nodeName(case.volumeNode)}"
             image, label = workDir / f"case{index}_image.nrrd", workDir / f"case{index}_label.nrrd"
             writeVolumeFile(volume, image)
-            writeVolumeFile(volume.with_array(mask.astype(np.uint8)), label)
-            files.append(TrainCaseFiles(name, image, label, 1, None))
+            labelArray, emptyValue = mask.astype(np.uint8), None
+            notLiver = notLiverMask(case.volumeNode, case.segmentationNode, case.segmentId)
+            if notLiver is not None:
+                labelArray[notLiver & (labelArray == 0)] = NOT_LIVER_LABEL
+                emptyValue = NOT_LIVER_LABEL
+            writeVolumeFile(volume.with_array(labelArray), label)
+            files.append(TrainCaseFiles(name, image, label, 1, emptyValue))
             described.append({"name": name, "volume": nodeName(case.volumeNode),
                               "segmentation": nodeName(case.segmentationNode), "segment": segmentName,
                               "painted_slices": list(painted.indices), "slice_count": painted.sliceCount})
