@@ -17,7 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import DeviceChoice, autocast_dtype, describe_device, is_out_of_memory, resolve_device
+from .devices import (
+    DeviceChoice,
+    autocast_dtype,
+    describe_device,
+    enable_fast_cpu_math,
+    is_out_of_memory,
+    resolve_device,
+)
 from .errors import LiverUNetError
 from .model_file import LiverModel, ModelSource, resolve_model
 from .postprocessing import fill_holes_per_slice, largest_component
@@ -162,6 +169,7 @@ def segment_volume(
     preprocess = liver_model.preprocess
     warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch)
     device = resolve_device(config.device)
+    enable_fast_cpu_math()
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing on {describe_device(device)}"))
 
     axis = volume.slice_axis()

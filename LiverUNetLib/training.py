@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .augmentation import Batch, default_augmentation
-from .devices import DeviceChoice, autocast_dtype, describe_device, resolve_device
+from .devices import DeviceChoice, autocast_dtype, describe_device, enable_fast_cpu_math, resolve_device
 from .errors import LiverUNetError
 from .labels import SparseLabel
 from .losses import dice_bce_loss
@@ -329,6 +329,7 @@ def train(
         network_config, preprocess = config.network_config(), config.preprocess_config()
 
     torch.manual_seed(config.seed)
+    enable_fast_cpu_math()
     device = resolve_device(config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     cpu_generator = torch.Generator().manual_seed(config.seed)
