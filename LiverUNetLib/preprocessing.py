@@ -107,6 +107,32 @@ def resample_slices(batch: torch.Tensor, size: tuple[int, int], mode: str = "bil
     return F.interpolate(batch, size=size, mode=mode, align_corners=False, antialias=False)
 
 
+def body_box(
+    slices: np.ndarray, config: PreprocessConfig, stats: tuple[float, float, float, float]
+) -> Optional[tuple[int, int, int, int]]:
+    """In-plane bounding box ``(row0, row1, col0, col1)`` (end exclusive) of the body in slice-first
+    ``slices``, from intensities alone, or None when no body is found.
+
+    Body voxels are above -500 HU on CT and above 5 % of the clipped intensity range on MRI (air
+    and MR background are darker). A row or column counts as body when at least 1 % of its voxels,
+    over all slices, are, so isolated noise and ghosting do not widen the box. Inference runs the
+    network only inside this box (plus a margin) and writes zeros outside it.
+    """
+    if config.modality is Modality.CT:
+        threshold = -500.0
+    else:
+        low, high = stats[0], stats[1]
+        threshold = low + 0.05 * (high - low)
+    count, height, width = slices.shape
+    step = max(1, count // 64)  # a strided subset of slices is plenty for a bounding box
+    foreground = slices[::step] > threshold
+    rows = np.flatnonzero(foreground.mean(axis=(0, 2)) > 0.01)
+    cols = np.flatnonzero(foreground.mean(axis=(0, 1)) > 0.01)
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def context_indices(centre: np.ndarray, count: int, context: int) -> np.ndarray:
     """Indices (len(centre), 2*context+1) of each slice and its neighbours, clamped at the ends."""
     offsets = np.arange(-context, context + 1)

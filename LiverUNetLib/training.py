@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .augmentation import Batch, default_augmentation
-from .devices import DeviceChoice, autocast_dtype, describe_device, enable_fast_cpu_math, resolve_device
+from .devices import DeviceChoice, autocast_dtype, describe_device, fast_cpu_math, resolve_device
 from .errors import LiverUNetError
 from .labels import SparseLabel
 from .losses import dice_bce_loss
@@ -83,10 +83,13 @@ class TrainConfig:
     save_half_precision: bool = False
 
     def __post_init__(self) -> None:
-        self.modality = Modality(self.modality)
-        self.normalization = Normalization(self.normalization)
-        self.device = DeviceChoice(self.device)
         problems = []
+        for key, kind in (("modality", Modality), ("normalization", Normalization), ("device", DeviceChoice)):
+            try:
+                setattr(self, key, kind(getattr(self, key)))
+            except ValueError:
+                choices = ", ".join(k.value for k in kind)
+                problems.append(f"{key} must be one of {choices} (got {getattr(self, key)!r})")
         if self.epochs < 1:
             problems.append(f"epochs must be at least 1 (got {self.epochs})")
         if self.folds < 1:
@@ -97,6 +100,12 @@ class TrainConfig:
             problems.append("validation fraction must be in [0, 1)")
         if self.depth < 1 or self.base_channels < 1:
             problems.append("network depth and base channels must be positive")
+        if self.validate_every < 1:
+            problems.append(f"validate_every must be at least 1 (got {self.validate_every})")
+        if self.context_slices < 0:
+            problems.append(f"context slices must be 0 or more (got {self.context_slices})")
+        if self.in_plane_spacing_mm is not None and not self.in_plane_spacing_mm > 0:
+            problems.append(f"in-plane spacing must be positive, or null for native (got {self.in_plane_spacing_mm})")
         if problems:
             raise LiverUNetError("Invalid training settings: " + "; ".join(problems) + ".")
 
@@ -178,9 +187,12 @@ def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch
 class _SliceSampler:
     """Draws augmented training batches from annotated slices of several cases."""
 
-    def __init__(self, cases: list[_PreparedCase], config: TrainConfig, multiple: int, generator: torch.Generator) -> None:
+    def __init__(
+        self, cases: list[_PreparedCase], config: TrainConfig, multiple: int, generator: torch.Generator,
+        context: Optional[int] = None,
+    ) -> None:
         self.cases = cases
-        self.context = config.context_slices
+        self.context = config.context_slices if context is None else context
         self.crop = max(multiple, (config.crop_size // multiple) * multiple)
         self.batch_size = config.batch_size
         self.generator = generator
@@ -303,6 +315,19 @@ def train(
     resume: bool = True,
 ) -> TrainResult:
     """Train a liver model on ``cases`` and write it to ``output_path``."""
+    with fast_cpu_math():
+        return _train(cases, config, output_path, init_model, progress, cancel, resume)
+
+
+def _train(
+    cases: list[TrainingCase],
+    config: Optional[TrainConfig] = None,
+    output_path: Union[str, os.PathLike] = "liver_model.pt",
+    init_model: Union[str, os.PathLike, LiverModel, None] = None,
+    progress: ProgressCallback = ignore_progress,
+    cancel: Optional[CancelToken] = None,
+    resume: bool = True,
+) -> TrainResult:
     started = time.perf_counter()
     config = config or TrainConfig()
     cancel = cancel or CancelToken()
@@ -329,7 +354,6 @@ def train(
         network_config, preprocess = config.network_config(), config.preprocess_config()
 
     torch.manual_seed(config.seed)
-    enable_fast_cpu_math()
     device = resolve_device(config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     cpu_generator = torch.Generator().manual_seed(config.seed)
@@ -381,7 +405,10 @@ def train(
             best_state, best_dice, best_epoch = state.get("best_state"), state["best_dice"], state["best_epoch"]
             start_epoch = state["epoch"]
             cpu_generator.set_state(state["cpu_rng"])
-        sampler = _SliceSampler([prepared[i] for i in train_idx], config, network_config.size_multiple, cpu_generator)
+        # the context comes from the model (an init model's, when fine-tuning), not from the settings
+        sampler = _SliceSampler(
+            [prepared[i] for i in train_idx], config, network_config.size_multiple, cpu_generator, preprocess.context_slices
+        )
         validation = [prepared[i] for i in val_idx]
         net.train()
         epoch = start_epoch

@@ -22,6 +22,13 @@ so the job runs in its own process. The protocol (docs/architecture.md):
   job leaves no partial file and earlier files untouched.
 
 :func:`run_job` does the work in-process (tests and other hosts call it directly).
+
+Warm mode, ``python -m LiverUNetLib.worker --serve``: one long-lived process reads job file paths
+from stdin, one per line, and answers each exactly as above (progress lines, then one result,
+error or cancelled line); it exits at the end of stdin. torch is imported and the model loaded
+once, so later jobs skip the start-up (about 2-3 s on a 2-core CPU, docs/benchmarks.md). A job is
+cancelled with its cancel file; SIGTERM/SIGINT cancel the running job and end the process.
+Loaded models are cached in the process (keyed by path, size and modification time) in both modes.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 3
+
+_MODEL_CACHE: dict = {}
 
 Emit = Callable[[dict], None]
 
@@ -87,10 +96,28 @@ def _progress_callback(emit: Emit, cancel: CancelToken) -> Callable[[ProgressEve
 # --------------------------------------------------------------------------------------------
 # Jobs
 # --------------------------------------------------------------------------------------------
+def cached_model(path):
+    """``load_model(path)``, reused while the file is unchanged (a warm worker loads it once)."""
+    from .model_file import load_model
+
+    resolved = Path(os.fspath(path)).expanduser().resolve()
+    try:
+        stat = resolved.stat()
+        key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return load_model(resolved)  # raises the usual "not found" LiverUNetError
+    model = _MODEL_CACHE.get(key)
+    if model is None:
+        model = load_model(resolved)
+        _MODEL_CACHE.clear()  # keep one model: a new model replaces the old one
+        _MODEL_CACHE[key] = model
+    return model
+
+
 def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     from .image_io import atomic_path, read_image, write_image
     from .inference import InferenceConfig, segment_volume
-    from .model_file import default_model_path, load_model
+    from .model_file import default_model_path
     from .segmentation_file import check_mask_output, write_liver_mask
 
     started = time.perf_counter()
@@ -108,7 +135,7 @@ def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
             "No default model ships with this version of LiverUNet yet. Choose a model file, or "
             "train one from a few painted scans."
         )
-    model = load_model(model_path)
+    model = cached_model(model_path)
     volume = read_image(source)
     cancel.check()
     config = InferenceConfig(
@@ -268,21 +295,8 @@ def _json_stdout():
     return stream
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    out = _json_stdout()
-    lock = threading.Lock()
-
-    def emit(message: dict) -> None:
-        line = json.dumps(_jsonable(message), allow_nan=False)
-        with lock:
-            out.write(line + "\n")
-            out.flush()
-
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        emit({"event": "error", "message": "Usage: python -m LiverUNetLib.worker JOB.json"})
-        return EXIT_USAGE
-    job_path = Path(args[0]).expanduser()
+def _run_job_file(job_path: Path, emit: Emit, cancel: CancelToken) -> int:
+    """Read, run and answer one job file (the protocol above); returns the exit code."""
     try:
         job = json.loads(job_path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -292,20 +306,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         emit({"event": "error", "message": f"The job file {job_path} is not valid JSON: {error}."})
         return EXIT_ERROR
 
-    cancel = CancelToken()
-    signals_seen = []
-
-    def on_signal(signum, _frame) -> None:
-        signals_seen.append(signum)
-        cancel.cancel()
-        if len(signals_seen) > 1:  # a second signal: stop now (cleanup still runs)
-            raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, on_signal)
-        except (ValueError, OSError):  # not the main thread
-            pass
     watcher = _CancelWatcher(cancel_files(job_path), cancel)
     watcher.poll()
     watcher.start()
@@ -344,6 +344,58 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_ERROR
     finally:
         watcher.stop()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = _json_stdout()
+    lock = threading.Lock()
+
+    def emit(message: dict) -> None:
+        line = json.dumps(_jsonable(message), allow_nan=False)
+        with lock:
+            out.write(line + "\n")
+            out.flush()
+
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        emit({"event": "error", "message": "Usage: python -m LiverUNetLib.worker JOB.json (or --serve)"})
+        return EXIT_USAGE
+    serve = args[0] == "--serve"
+
+    cancel = CancelToken()
+    signals_seen = []
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        signals_seen.append(signum)
+        stopping.set()
+        cancel.cancel()
+        if len(signals_seen) > 1:  # a second signal: stop now (cleanup still runs)
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, on_signal)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+    if not serve:
+        return _run_job_file(Path(args[0]).expanduser(), emit, cancel)
+
+    # warm mode: one job file path per stdin line, until end of input or a signal
+    code = EXIT_OK
+    for line in sys.stdin:
+        if stopping.is_set():
+            break
+        if not line.strip():
+            continue
+        cancel = CancelToken()
+        if stopping.is_set():
+            cancel.cancel()
+        code = _run_job_file(Path(line.strip()).expanduser(), emit, cancel)
+        if stopping.is_set():
+            break
+    return code
 
 
 if __name__ == "__main__":

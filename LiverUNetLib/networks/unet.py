@@ -54,7 +54,9 @@ def _norm(kind: Normalization, channels: int) -> nn.Module:
     if kind is Normalization.INSTANCE:
         return nn.InstanceNorm2d(channels, affine=True)
     if kind is Normalization.GROUP:
-        return nn.GroupNorm(min(8, channels), channels)
+        # up to 8 groups; the group count must divide the channels (12, 20, 24... channels exist)
+        groups = next(g for g in range(min(8, channels), 0, -1) if channels % g == 0)
+        return nn.GroupNorm(groups, channels)
     return nn.Identity()
 
 
