@@ -1,0 +1,520 @@
+"""Training: split by case, k-fold ensembles, early stopping, best checkpoint, progress, cancel,
+resume, fine-tuning, bad settings and a phantom the network must learn (tiny models, CPU)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cli_phantoms import TINY_SETTINGS, phantom
+from engine_helpers import (
+    one_thread,  # noqa: F401 - autouse fixture
+    LEARNABLE_SETTINGS,
+    box_volume,
+    dice,
+    phantom_cases,
+    pointwise_model,
+    trained_phantom_model,
+)
+from LiverUNetLib import training
+from LiverUNetLib.errors import CancelledError, LiverUNetError
+from LiverUNetLib.inference import InferenceConfig, segment_volume
+from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask
+from LiverUNetLib.model_file import LiverModel, load_model, save_model
+from LiverUNetLib.progress import CancelToken, Stage
+from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, split_cases, train, validation_dice
+
+#: Two optimiser steps per epoch on 32x32 crops of a base-4, depth-2 network.
+FAST = dict(TINY_SETTINGS, samples_per_epoch=8)
+
+
+def config(**changes) -> TrainConfig:
+    return TrainConfig(**{**FAST, **changes})
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return phantom_cases(count=3)
+
+
+def folder_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --- splitting -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count, folds", [(3, 3), (7, 3), (10, 5)])
+def test_k_fold_split_partitions_cases(count, folds):
+    splits = split_cases(count, TrainConfig(folds=folds))
+    assert len(splits) == folds
+    held_out = []
+    for train_idx, val_idx in splits:
+        assert not set(train_idx) & set(val_idx)
+        assert sorted(train_idx + val_idx) == list(range(count))
+        held_out += val_idx
+    assert sorted(held_out) == list(range(count))  # every case validated exactly once
+    sizes = [len(v) for _, v in splits]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_single_split_holds_out_whole_cases():
+    (train_idx, val_idx), = split_cases(5, TrainConfig(validation_fraction=0.2))
+    assert len(val_idx) == 1 and len(train_idx) == 4
+    assert sorted(train_idx + val_idx) == list(range(5))
+    (train_idx, val_idx), = split_cases(10, TrainConfig(validation_fraction=0.34))
+    assert len(val_idx) == 3
+    assert split_cases(1, TrainConfig()) == [([0], [])]
+    assert split_cases(4, TrainConfig(validation_fraction=0.0)) == [([0, 1, 2, 3], [])]
+
+
+def test_split_is_seeded():
+    a = split_cases(12, TrainConfig(folds=3, seed=1))
+    assert a == split_cases(12, TrainConfig(folds=3, seed=1))
+    assert any(split_cases(12, TrainConfig(folds=3, seed=s)) != a for s in range(2, 6))
+
+
+def test_more_folds_than_cases():
+    with pytest.raises(LiverUNetError, match="at least 4 cases; got 3"):
+        split_cases(3, TrainConfig(folds=4))
+
+
+def test_training_and_validation_never_share_a_case(cases, tmp_path, monkeypatch):
+    seen = {"train": [], "validation": []}
+    real_sampler, real_validation = training._SliceSampler.__init__, training.validation_dice
+
+    def sampler(self, prepared, *args, **kwargs):
+        seen["train"].append({c.name for c in prepared})
+        real_sampler(self, prepared, *args, **kwargs)
+
+    def validation(net, prepared, *args, **kwargs):
+        seen["validation"].append({c.name for c in prepared})
+        return real_validation(net, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(training._SliceSampler, "__init__", sampler)
+    monkeypatch.setattr(training, "validation_dice", validation)
+    train(cases, config(folds=3), tmp_path / "m.pt", resume=False)
+    assert len(seen["train"]) == 3 and len(seen["validation"]) == 3
+    for used, held in zip(seen["train"], seen["validation"]):
+        assert used and held and not used & held
+        assert used | held == {c.name for c in cases}
+
+
+# --- k-fold ensembles ----------------------------------------------------------------------------
+
+
+def test_k_fold_gives_k_networks_averaged_at_inference(cases, tmp_path):
+    result = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
+    assert result.epochs_run == [1, 1, 1]
+    assert len(result.fold_dice) == 3 and all(0.0 <= d <= 1.0 for d in result.fold_dice)
+    assert result.validation_dice == pytest.approx(float(np.mean(result.fold_dice)))
+    model = load_model(result.model_path)
+    assert len(model.networks) == 3
+    assert model.card.validation["split"] == "by case, 3-fold"
+    assert model.card.validation["fold_dice"] == [round(d, 4) for d in result.fold_dice]
+    # the ensemble's probability is the mean of its members' probabilities
+    image, _ = phantom(seed=20)
+    options = InferenceConfig(device="cpu", return_probability=True)
+    ensemble = segment_volume(image, model, options).probability.array
+    members = [
+        segment_volume(image, LiverModel([net], model.network_config, model.preprocess), options).probability.array
+        for net in model.networks
+    ]
+    np.testing.assert_allclose(ensemble, np.mean(members, axis=0), atol=2e-5)
+    assert not np.allclose(members[0], members[1])  # the folds really are different networks
+
+
+# --- early stopping and the best checkpoint ------------------------------------------------------
+
+
+def test_early_stopping_keeps_the_best_checkpoint(cases, tmp_path, monkeypatch):
+    scores = iter([0.2, 0.6, 0.4, 0.3, 0.1, 0.1, 0.1, 0.1])
+    states = []
+
+    def scripted(net, prepared, *args, **kwargs):
+        states.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(training, "validation_dice", scripted)
+    events = []
+    result = train(cases, config(epochs=10, patience=2, validation_fraction=0.34), tmp_path / "m.pt",
+                   progress=events.append, resume=False)
+    assert result.epochs_run == [4]  # best at epoch 2, no gain in the 2 epochs after it
+    assert result.validation_dice == pytest.approx(0.6)
+    trained = [e for e in events if e.stage is Stage.TRAINING]
+    assert [e.epoch for e in trained] == [1, 2, 3, 4]
+    assert [e.validation_dice for e in trained] == [0.2, 0.6, 0.4, 0.3]
+    model = load_model(result.model_path)
+    assert model.card.validation["mean_dice"] == 0.6
+    assert model.card.training["epochs_run"] == [4]
+    saved = model.networks[0].state_dict()
+    for key, value in states[1].items():  # the weights validated at epoch 2
+        assert torch.equal(saved[key], value), key
+    assert any(not torch.equal(saved[k], states[3][k]) for k in saved if saved[k].is_floating_point())
+
+
+def test_without_patience_all_epochs_run(cases, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "validation_dice", lambda *a, **k: 0.5)
+    result = train(cases, config(epochs=4, patience=0, validation_fraction=0.34), tmp_path / "m.pt", resume=False)
+    assert result.epochs_run == [4]
+
+
+def test_validate_every(cases, tmp_path):
+    events = []
+    train(cases, config(epochs=4, validate_every=3, validation_fraction=0.34), tmp_path / "m.pt",
+          progress=events.append, resume=False)
+    dice_by_epoch = {e.epoch: e.validation_dice for e in events if e.stage is Stage.TRAINING}
+    assert dice_by_epoch[1] is None and dice_by_epoch[2] is None
+    assert dice_by_epoch[3] is not None and dice_by_epoch[4] is not None  # the last epoch always
+
+
+def test_real_best_checkpoint_matches_the_card(cases, tmp_path):
+    settings = config(epochs=4, validation_fraction=0.34, patience=0, learning_rate=1e-2)
+    events = []
+    result = train(cases, settings, tmp_path / "m.pt", progress=events.append, resume=False)
+    seen = [e.validation_dice for e in events if e.stage is Stage.TRAINING]
+    assert len(seen) == 4 and all(d is not None for d in seen)
+    assert result.validation_dice == pytest.approx(max(seen))
+    model = load_model(result.model_path)
+    assert model.card.validation["mean_dice"] == round(max(seen), 4)
+    # the saved network really scores the best Dice on the held-out case
+    (_, val_idx), = split_cases(len(cases), settings)
+    held_out = [prepare_case(cases[i], model.preprocess, torch.device("cpu")) for i in val_idx]
+    assert validation_dice(model.networks[0], held_out, 0) == pytest.approx(max(seen), abs=1e-6)
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+def test_progress_events_carry_epoch_loss_dice_and_eta(tmp_path):
+    _, info = trained_phantom_model(tmp_path)
+    events = info["events"]
+    epochs = LEARNABLE_SETTINGS["epochs"]
+    assert events[0].stage is Stage.PREPROCESSING
+    assert [e.stage for e in events[-2:]] == [Stage.WRITING, Stage.DONE]
+    trained = [e for e in events if e.stage is Stage.TRAINING]
+    assert [e.epoch for e in trained] == list(range(1, epochs + 1))
+    for e in trained:
+        assert e.epochs == epochs and e.fold == 1 and e.folds == 1
+        assert e.loss is not None and math.isfinite(e.loss) and e.loss > 0
+        assert e.validation_dice is not None and 0.0 <= e.validation_dice <= 1.0
+        assert e.eta_seconds is not None and e.eta_seconds >= 0
+        assert e.to_dict()["stage"] == "training"
+    assert trained[-1].eta_seconds == 0
+    fractions = [e.fraction for e in trained]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert trained[-1].loss < trained[0].loss
+    assert sum(e.stage is Stage.VALIDATING for e in events) == epochs
+
+
+# --- a phantom the network can learn -------------------------------------------------------------
+
+
+def test_bright_phantom_is_learned(tmp_path):
+    path, info = trained_phantom_model(tmp_path)
+    result = info["result"]
+    assert result.validation_dice > 0.8
+    model = load_model(path)
+    for seed in (30, 31):
+        image, truth = phantom(seed=seed)
+        assert dice(segment_volume(image, model, InferenceConfig(device="cpu")).mask.array, truth.array) > 0.8
+
+
+def test_card_records_the_sparse_provenance(cases, tmp_path):
+    result = train(cases, config(), tmp_path / "m.pt", resume=False)
+    card = load_model(result.model_path).card
+    recorded = card.training["cases"]
+    assert [c["name"] for c in recorded] == [c.name for c in cases]
+    assert [c["annotated_slices"] for c in recorded] == [c.label.annotated.tolist() for c in cases]
+    assert [c["slices"] for c in recorded] == [8, 8, 8]
+    assert card.training["settings"]["base_channels"] == 4
+    assert card.training["initialised_from"].startswith("scratch")
+    assert card.name == "m"
+
+
+def test_sagittal_cases_train_along_their_superior_axis(tmp_path):
+    sagittal = []
+    for n in range(2):
+        image, box = box_volume("sagittal", slices=10, rows=24, cols=26, box=((2, 8), (5 + n, 17), (4, 15 + n)))
+        label = sparse_label_from_mask(image, image.with_array(box.astype(np.uint8))).keep_every_k(2)
+        assert label.slice_axis == 1
+        sagittal.append(TrainingCase(f"sag{n}", image, label))
+    result = train(sagittal, config(), tmp_path / "sag.pt", resume=False)
+    card = load_model(result.model_path).card
+    assert [c["slices"] for c in card.training["cases"]] == [10, 10]
+
+
+# --- cancellation --------------------------------------------------------------------------------
+
+
+def cancel_when(token: CancelToken, stage: Stage, epoch=None):
+    def callback(event):
+        if event.stage is stage and (epoch is None or event.epoch == epoch):
+            token.cancel()
+
+    return callback
+
+
+@pytest.mark.parametrize(
+    "stage, epoch",
+    [(Stage.PREPROCESSING, None), (Stage.VALIDATING, None), (Stage.TRAINING, 1), (Stage.TRAINING, 3)],
+    ids=["preprocessing", "validating", "after-epoch-1", "after-last-epoch"],
+)
+def test_cancel_leaves_the_previous_model_untouched(cases, tmp_path, stage, epoch):
+    output = tmp_path / "model.pt"
+    save_model(pointwise_model(), output)
+    before = output.read_bytes()
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        train(cases, config(epochs=3, validation_fraction=0.34), output,
+              progress=cancel_when(token, stage, epoch), cancel=token, resume=False)
+    assert output.read_bytes() == before
+    assert folder_names(tmp_path) == ["model.pt"]
+
+
+def test_cancel_in_the_middle_of_an_epoch(cases, tmp_path, monkeypatch):
+    token = CancelToken()
+    real = training.dice_bce_loss
+    steps = []
+
+    def loss_then_cancel(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            token.cancel()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "dice_bce_loss", loss_then_cancel)
+    with pytest.raises(CancelledError):
+        train(cases, config(epochs=2, samples_per_epoch=32), tmp_path / "m.pt", cancel=token, resume=False)
+    assert len(steps) == 2  # stopped at the next batch, not at the end of the epoch
+    assert folder_names(tmp_path) == []
+
+
+def test_a_callback_that_cancels_while_writing_leaves_nothing(cases, tmp_path):
+    output = tmp_path / "model.pt"
+    output.write_bytes(b"previous model")
+
+    def refuse_to_write(event):
+        if event.stage is Stage.WRITING:
+            raise CancelledError()
+
+    with pytest.raises(CancelledError):
+        train(cases, config(), output, progress=refuse_to_write, resume=False)
+    assert output.read_bytes() == b"previous model"
+    assert folder_names(tmp_path) == ["model.pt"]
+
+
+def test_cancel_with_resume_keeps_only_the_checkpoint(cases, tmp_path):
+    output = tmp_path / "model.pt"
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        train(cases, config(epochs=3), output, progress=cancel_when(token, Stage.TRAINING, 1), cancel=token)
+    assert folder_names(tmp_path) == ["model.pt.resume"]
+
+
+# --- resume --------------------------------------------------------------------------------------
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path).networks[0].state_dict()
+
+
+def test_resume_continues_where_it_stopped(cases, tmp_path):
+    settings = config(epochs=3, validation_fraction=0.34)
+    reference = train(cases, settings, tmp_path / "straight" / "m.pt", resume=False)
+
+    output = tmp_path / "resumed" / "m.pt"
+    token = CancelToken()
+    first = []
+
+    def record_and_cancel(event):
+        first.append(event)
+        if event.stage is Stage.TRAINING and event.epoch == 2:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        train(cases, settings, output, progress=record_and_cancel, cancel=token)
+    checkpoint = output.with_name("m.pt.resume")
+    assert checkpoint.is_file() and not output.exists()
+
+    second = []
+    result = train(cases, settings, output, progress=second.append)
+    assert any("Resuming" in e.message and "epoch 2" in e.message for e in second)
+    assert [e.epoch for e in second if e.stage is Stage.TRAINING and e.epoch] == [3]
+    assert result.epochs_run == [3]
+    assert not checkpoint.exists()
+    assert folder_names(output.parent) == ["m.pt"]
+    # the interrupted and resumed run ends exactly where an uninterrupted one does
+    assert result.validation_dice == pytest.approx(reference.validation_dice, abs=1e-6)
+    resumed, straight = weights(output), weights(reference.model_path)
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(cases, tmp_path):
+    output = tmp_path / "m.pt"
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        train(cases, config(epochs=2), output, progress=cancel_when(token, Stage.TRAINING, 1), cancel=token)
+    assert output.with_name("m.pt.resume").is_file()
+    events = []
+    result = train(cases, config(epochs=2, learning_rate=1e-3), output, progress=events.append)
+    assert not any("Resuming" in e.message for e in events)
+    assert [e.epoch for e in events if e.stage is Stage.TRAINING] == [1, 2]
+    assert result.epochs_run == [2]
+    assert folder_names(tmp_path) == ["m.pt"]
+
+
+def test_damaged_checkpoint_is_ignored(cases, tmp_path):
+    output = tmp_path / "m.pt"
+    output.with_name("m.pt.resume").write_bytes(b"\x00garbage")
+    events = []
+    train(cases, config(epochs=2), output, progress=events.append)
+    assert [e.epoch for e in events if e.stage is Stage.TRAINING] == [1, 2]
+    assert folder_names(tmp_path) == ["m.pt"]
+
+
+# --- fine-tuning ---------------------------------------------------------------------------------
+
+
+def first_loss(events) -> float:
+    return next(e.loss for e in events if e.stage is Stage.TRAINING)
+
+
+def test_fine_tuning_starts_from_the_init_model(cases, tmp_path):
+    init_path, _ = trained_phantom_model(tmp_path)
+    settings = config(augmentation_strength=0.0, learning_rate=1e-4)
+    scratch, tuned = [], []
+    train(cases, settings, tmp_path / "scratch.pt", progress=scratch.append, resume=False)
+    result = train(cases, settings, tmp_path / "tuned.pt", init_model=init_path, progress=tuned.append, resume=False)
+    assert first_loss(tuned) < first_loss(scratch)
+    card = load_model(result.model_path).card
+    assert card.training["initialised_from"] == str(init_path)
+
+
+def test_fine_tuning_with_zero_learning_rate_keeps_the_weights(cases, tmp_path):
+    init_path, _ = trained_phantom_model(tmp_path)
+    init = load_model(init_path)
+    # the settings ask for another architecture: fine-tuning keeps the init model's
+    result = train(cases, config(learning_rate=0.0, weight_decay=0.0, base_channels=8, context_slices=1),
+                   tmp_path / "tuned.pt", init_model=init, resume=False)
+    tuned = load_model(result.model_path)
+    assert tuned.network_config == init.network_config
+    assert tuned.preprocess == init.preprocess
+    after = dict(tuned.networks[0].named_parameters())
+    for name, parameter in init.networks[0].named_parameters():
+        assert torch.equal(after[name], parameter), name
+
+
+def test_fine_tuning_a_fold_ensemble_uses_each_fold(cases, tmp_path):
+    source = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
+    init = load_model(source.model_path)
+    result = train(cases, config(learning_rate=0.0, weight_decay=0.0, folds=3), tmp_path / "tuned.pt",
+                   init_model=source.model_path, resume=False)
+    tuned = load_model(result.model_path)
+    for before, after in zip(init.networks, tuned.networks):
+        assert torch.equal(before.head.weight, after.head.weight)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"folds": 0}, "folds"),
+        ({"batch_size": 0}, "batch size"),
+        ({"validation_fraction": 1.0}, "validation fraction"),
+        ({"validation_fraction": -0.1}, "validation fraction"),
+        ({"depth": 0}, "depth"),
+        ({"base_channels": 0}, "base channels"),
+        ({"validate_every": 0}, "validate"),
+        ({"context_slices": -1}, "context"),
+        ({"in_plane_spacing_mm": 0.0}, "spacing"),
+        ({"modality": "xray"}, "modality"),
+        ({"normalization": "layer"}, "normalization"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_invalid_settings(changes, words):
+    with pytest.raises(LiverUNetError, match=f"(?i)invalid training settings.*{words}"):
+        TrainConfig(**changes)
+    with pytest.raises(LiverUNetError):
+        TrainConfig.from_dict(changes)
+
+
+def test_settings_round_trip_and_unknown_keys():
+    settings = TrainConfig(**FAST)
+    assert TrainConfig.from_dict(settings.to_dict()) == settings
+    with pytest.raises(LiverUNetError, match="Unknown training settings: colour"):
+        TrainConfig.from_dict({"colour": "blue"})
+
+
+def test_bad_cases(cases, tmp_path):
+    output = tmp_path / "m.pt"
+    with pytest.raises(LiverUNetError, match="No training case"):
+        train([], config(), output)
+    with pytest.raises(LiverUNetError, match="unique"):
+        train([cases[0], cases[0]], config(), output)
+    image, label = cases[0].image, cases[0].label
+    wrong_shape = SparseLabel(label.mask[:, :-1], label.annotated, 0)
+    with pytest.raises(LiverUNetError, match="differs from the image"):
+        train([TrainingCase("a", image, wrong_shape)], config(), output)
+    unpainted = SparseLabel(label.mask, [], 0)
+    with pytest.raises(LiverUNetError, match="no annotated slice"):
+        train([TrainingCase("a", image, unpainted)], config(), output)
+    wrong_axis = SparseLabel(label.mask, [1], 2)
+    with pytest.raises(LiverUNetError, match="slice axis"):
+        train([TrainingCase("a", image, wrong_axis)], config(), output)
+    with pytest.raises(LiverUNetError, match="at least 4 cases"):
+        train(cases, config(folds=4), output)
+    broken = image.array.astype(np.float32)
+    broken[0, 0, 0] = np.inf
+    with pytest.raises(LiverUNetError, match="case 'a'"):
+        train([TrainingCase("a", image.with_array(broken), label)], config(), output)
+    assert folder_names(tmp_path) == []
+
+
+def test_unwritable_output_folder(cases, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    with pytest.raises(LiverUNetError, match="Cannot create the folder"):
+        train(cases, config(), blocker / "m.pt")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_output_folder(cases, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(LiverUNetError, match="not writable"):
+            train(cases, config(), locked / "m.pt")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_failed_final_write_keeps_the_previous_model(cases, tmp_path, monkeypatch):
+    import errno
+
+    output = tmp_path / "m.pt"
+    output.write_bytes(b"previous model")
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if hasattr(f, "write"):
+            f.write(b"half a model")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(LiverUNetError, match="Nothing was changed"):
+        train(cases, config(), output, resume=False)
+    assert output.read_bytes() == b"previous model"
+    assert folder_names(tmp_path) == ["m.pt"]
