@@ -173,7 +173,7 @@ def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
 
 
 def _load_case(spec: dict, index: int):
-    from .cli import load_training_case
+    from .training_files import load_training_case
 
     if not isinstance(spec, dict):
         raise LiverUNetError(f"Training case {index + 1} is not an object.")
