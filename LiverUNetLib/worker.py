@@ -365,13 +365,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     cancel = CancelToken()
     signals_seen = []
     stopping = threading.Event()
+    busy = threading.Event()  # warm mode: a job is running (else the server waits on stdin)
 
     def on_signal(signum, _frame) -> None:
         signals_seen.append(signum)
         stopping.set()
         cancel.cancel()
-        if len(signals_seen) > 1:  # a second signal: stop now (cleanup still runs)
-            raise KeyboardInterrupt
+        if len(signals_seen) > 1 or (serve and not busy.is_set()):
+            raise KeyboardInterrupt  # a second signal, or an idle server: stop now (cleanup still runs)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -384,17 +385,22 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # warm mode: one job file path per stdin line, until end of input or a signal
     code = EXIT_OK
-    for line in sys.stdin:
-        if stopping.is_set():
-            break
-        if not line.strip():
-            continue
-        cancel = CancelToken()
-        if stopping.is_set():
-            cancel.cancel()
-        code = _run_job_file(Path(line.strip()).expanduser(), emit, cancel)
-        if stopping.is_set():
-            break
+    try:
+        for line in sys.stdin:
+            if stopping.is_set():
+                break
+            if not line.strip():
+                continue
+            cancel = CancelToken()
+            busy.set()
+            try:
+                code = _run_job_file(Path(line.strip()).expanduser(), emit, cancel)
+            finally:
+                busy.clear()
+            if stopping.is_set():
+                break
+    except KeyboardInterrupt:  # a signal while waiting for the next job
+        pass
     return code
 
 
