@@ -145,18 +145,14 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int]) 
 
 def contour_interpolation(liver: Volume, painted: np.ndarray) -> np.ndarray:
     """ITK MorphologicalContourInterpolator on the painted slices (Slicer's "Fill between slices")."""
-    import itk
+    from bench.contour_interpolation import interpolate
 
     axis = liver.slice_axis()
     sparse = np.zeros_like(liver.array, dtype=np.uint8)
     index = [slice(None)] * 3
     index[axis] = painted
     sparse[tuple(index)] = liver.array[tuple(index)]
-    image = itk.image_from_array(sparse)
-    interpolator = itk.MorphologicalContourInterpolator.New(image)
-    interpolator.SetAxis(2 - axis)  # ITK axis order is IJK; numpy axis 0 is K
-    interpolator.Update()
-    return (itk.array_from_image(interpolator.GetOutput()) > 0).astype(np.uint8)
+    return interpolate(sparse, axis)
 
 
 def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subjects: list[str]) -> None:
