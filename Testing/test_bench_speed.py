@@ -134,7 +134,7 @@ def test_training_throughput_and_report(tmp_path, speed):
     speed.write_docs(report, markdown, raw)  # idempotent: the block is replaced, notes kept
     text = markdown.read_text()
     assert text.count(speed.DOC_START) == 1 and "hand-written notes" in text
-    assert json.loads(raw.read_text())["end_to_end"]["mri"]["speedup_vs_monai"] == 2.0
+    assert json.loads(raw.read_text())["latest"]["end_to_end"]["mri"]["speedup_vs_monai"] == 2.0
 
 
 def test_synthetic_large_ct(tmp_path, speed):

@@ -217,7 +217,7 @@ class MonaiPipeline:
     """LoadImaged -> EnsureChannelFirstd -> Orientationd(RAS) -> Spacingd(in plane) -> intensity ->
     sliding_window_inference -> Invertd -> AsDiscreted -> KeepLargestConnectedComponentd -> SaveImaged."""
 
-    def __init__(self, model: LiverModel, batch_size: int = 8, device: str = "cpu", autocast_dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(self, model: LiverModel, batch_size: int = 8, device: Optional[str] = None, autocast_dtype: Optional[torch.dtype] = None) -> None:
         from monai.transforms import (
             AsDiscreted,
             ClipIntensityPercentilesd,
@@ -256,7 +256,7 @@ class MonaiPipeline:
                 KeepLargestConnectedComponentd("pred"),
             ]
         )
-        self.device = torch.device(device)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = MonaiNetwork(model).to(self.device).eval()
         self.network.autocast_dtype = autocast_dtype
         for net in self.network.nets:
@@ -671,6 +671,11 @@ def format_table(report: dict[str, Any]) -> list[str]:
             f"| peak RAM {name} (MiB, VmHWM) | {m['ours']['peak_mb']:.0f} | {_f(theirs['peak_mb'], 0) if theirs else '-'} | "
             f"{_f(theirs['peak_mb'] / m['ours']['peak_mb']) if theirs else ''} |"
         )
+        if "peak_gpu_mb" in m["ours"]:
+            lines.append(
+                f"| peak GPU memory {name} (MiB) | {m['ours']['peak_gpu_mb']:.0f} | "
+                f"{_f(theirs.get('peak_gpu_mb'), 0) if theirs else '-'} | |"
+            )
     for name, t in report.get("model_only", {}).items():
         for label in ("fp32", "bf16"):
             if label in t:
@@ -699,7 +704,14 @@ def format_table(report: dict[str, Any]) -> list[str]:
 
 
 def write_docs(report: dict[str, Any], markdown: Path, json_path: Path) -> None:
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    """Replace the results block of ``markdown`` (hand-written text around it is kept) and store the
+    report as ``latest`` in ``json_path`` (other keys, e.g. earlier runs, are kept)."""
+    stored: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(json_path.read_text())
+        stored = loaded if isinstance(loaded, dict) else {}
+    stored["latest"] = report
+    json_path.write_text(json.dumps(stored, indent=1, default=str) + "\n")
     m = report["machine"]
     block = [
         DOC_START,
@@ -777,7 +789,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_docs(report, REPO_ROOT / "docs" / "benchmarks.md", REPO_ROOT / "docs" / "benchmarks.json")
     mri = report["end_to_end"]["mri"]
     ratio = mri.get("speedup_vs_monai")
-    print(f"end-to-end speed-up vs MONAI: {ratio:.2f}" if ratio else "end-to-end speed-up vs MONAI: n/a (MONAI not installed)")
+    print(f"end-to-end speed-up vs MONAI: {ratio:.2f}" if ratio else "end-to-end speed-up vs MONAI: n/a (MONAI skipped or not installed)")
     return 0
 
 
