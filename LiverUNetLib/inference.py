@@ -286,7 +286,7 @@ def segment_volume(
     axis = volume.slice_axis()
     slices = to_slice_first(volume.array, axis)
     count, height, width = slices.shape
-    stats = intensity_statistics(volume.array, preprocess)
+    stats = intensity_statistics(volume.array, preprocess, axis)
     spacing = in_plane_spacing(volume)
     scales = TTA_SCALES if config.tta else (1.0,)
     sizes = [

@@ -31,6 +31,7 @@ from .losses import dice_bce_loss
 from .model_file import LiverModel, ModelCard, load_model, save_model
 from .networks import NetworkConfig, Normalization, UNet
 from .preprocessing import (
+    IntensityRegion,
     Modality,
     PreprocessConfig,
     context_indices,
@@ -77,6 +78,7 @@ class TrainConfig:
     base_channels: int = 32
     depth: int = 4
     normalization: Normalization = Normalization.BATCH
+    intensity_region: IntensityRegion = IntensityRegion.BODY
     device: DeviceChoice = DeviceChoice.AUTO
     seed: int = 0
     mixed_precision: bool = True
@@ -84,7 +86,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for key, kind in (("modality", Modality), ("normalization", Normalization), ("device", DeviceChoice)):
+        for key, kind in (
+            ("modality", Modality),
+            ("normalization", Normalization),
+            ("intensity_region", IntensityRegion),
+            ("device", DeviceChoice),
+        ):
             try:
                 setattr(self, key, kind(getattr(self, key)))
             except ValueError:
@@ -122,11 +129,12 @@ class TrainConfig:
             modality=self.modality,
             in_plane_spacing_mm=self.in_plane_spacing_mm,
             context_slices=self.context_slices,
+            intensity_region=self.intensity_region,
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("modality", "normalization", "device"):
+        for key in ("modality", "normalization", "intensity_region", "device"):
             data[key] = getattr(self, key).value
         return data
 
@@ -173,7 +181,7 @@ def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch
     axis = image.slice_axis()
     if label.slice_axis != axis:
         raise LiverUNetError(f"Case '{case.name}': the label's slice axis does not match the image's.")
-    stats = intensity_statistics(image.array, preprocess)
+    stats = intensity_statistics(image.array, preprocess, axis)
     slices = torch.from_numpy(np.ascontiguousarray(to_slice_first(image.array, axis)))
     masks = torch.from_numpy(np.ascontiguousarray(to_slice_first(label.mask, axis)[label.annotated]))
     count, height, width = slices.shape

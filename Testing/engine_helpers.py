@@ -22,7 +22,7 @@ from cli_phantoms import TINY_SETTINGS, phantom
 from LiverUNetLib.labels import sparse_label_from_mask
 from LiverUNetLib.model_file import LiverModel, load_model
 from LiverUNetLib.networks import NetworkConfig, Normalization, UNet
-from LiverUNetLib.preprocessing import Modality, PreprocessConfig
+from LiverUNetLib.preprocessing import IntensityRegion, Modality, PreprocessConfig
 from LiverUNetLib.volume import Volume
 
 @contextlib.contextmanager
@@ -150,7 +150,11 @@ def pointwise_network(in_channels: int = 1, source_channel: Optional[int] = None
 
 def pointwise_model(in_plane_spacing_mm: Optional[float] = None, context_slices: int = 0,
                     source_channel: Optional[int] = None, networks: Optional[list[UNet]] = None) -> LiverModel:
-    preprocess = PreprocessConfig(Modality.MRI, in_plane_spacing_mm=in_plane_spacing_mm, context_slices=context_slices)
+    # whole-volume statistics: the hand-set weights assume the phantom's background sets the scale
+    preprocess = PreprocessConfig(
+        Modality.MRI, in_plane_spacing_mm=in_plane_spacing_mm, context_slices=context_slices,
+        intensity_region=IntensityRegion.VOLUME,
+    )
     nets = networks or [pointwise_network(preprocess.in_channels, source_channel)]
     return LiverModel(nets, nets[0].config, preprocess)
 

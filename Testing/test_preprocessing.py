@@ -184,3 +184,27 @@ def test_allowed_mismatch_becomes_a_warning():
     warnings = require_modality_match(ct_like(), Modality.MRI, allow_mismatch=True)
     assert len(warnings) == 1 and "looks like CT" in warnings[0]
     assert require_modality_match(mri_like(), Modality.MRI, allow_mismatch=False) == []
+
+
+def test_body_statistics_ignore_air_padding_around_the_patient():
+    """A larger field of view (air around the body) must not change MRI normalisation."""
+    from LiverUNetLib.preprocessing import IntensityRegion
+
+    rng = np.random.default_rng(3)
+    body = rng.normal(400, 80, (12, 60, 70)).clip(50, None).astype(np.float32)
+    padded = np.zeros((12, 160, 170), np.float32)
+    padded[:, 50:110, 50:120] = body
+    config = PreprocessConfig(modality=Modality.MRI, intensity_region=IntensityRegion.BODY)
+    tight, wide = intensity_statistics(body, config, 0), intensity_statistics(padded, config, 0)
+    assert np.allclose(tight, wide, rtol=0.02)
+    volume_wide = intensity_statistics(padded, PreprocessConfig(intensity_region=IntensityRegion.VOLUME), 0)
+    assert not np.allclose(tight, volume_wide, rtol=0.2)  # the old behaviour is shifted by the air
+
+
+def test_model_files_without_the_option_keep_whole_volume_statistics():
+    from LiverUNetLib.preprocessing import IntensityRegion
+
+    old = PreprocessConfig().to_dict()
+    del old["intensity_region"]
+    assert PreprocessConfig.from_dict(old).intensity_region is IntensityRegion.VOLUME
+    assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()).intensity_region is IntensityRegion.BODY
