@@ -110,8 +110,20 @@ class LiverModel:
             if section:
                 lines.append(f"{title}:")
                 for key, value in section.items():
-                    lines.append(f"  {key}: {value}")
+                    lines.append(f"  {key}: {_summary(key, value)}")
         return "\n".join(line for line in lines if line is not None)
+
+
+def _summary(key: str, value: Any) -> str:
+    """Card values for reading: training cases as 'name (painted/total slices)', not index lists."""
+    if key == "cases" and isinstance(value, list):
+        parts = [
+            f"{c.get('name')} ({len(c.get('annotated_slices', []))}/{c.get('slices', '?')} slices painted)"
+            for c in value
+            if isinstance(c, dict)
+        ]
+        return f"{len(parts)}: " + ", ".join(parts)
+    return str(value)
 
 
 ModelSource = Union["LiverModel", str, os.PathLike, None]
