@@ -56,7 +56,7 @@ def test_train_writes_a_model_with_sparse_provenance(trained, capsys):
     assert trained["model"].is_file()
     code, out, _ = run(capsys, "info", str(trained["model"]))
     assert code == 0
-    assert "U-Net" in out and "annotated_slices" in out
+    assert "U-Net" in out and "slices painted" in out  # provenance: painted/total slices per case
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".seg.nrrd"])
