@@ -32,6 +32,7 @@ from .model_file import LiverModel, ModelSource, resolve_model
 from .postprocessing import fill_holes_per_slice, largest_component
 from .preprocessing import (
     body_box,
+    canonical_orientation,
     context_indices,
     in_plane_spacing,
     intensity_statistics,
@@ -284,10 +285,11 @@ def segment_volume(
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing on {describe_device(device)}"))
 
     axis = volume.slice_axis()
-    slices = to_slice_first(volume.array, axis)
+    orientation = canonical_orientation(volume)
+    slices = orientation.apply(to_slice_first(volume.array, axis))
     count, height, width = slices.shape
     stats = intensity_statistics(volume.array, preprocess, axis)
-    spacing = in_plane_spacing(volume)
+    spacing = orientation.spacing(in_plane_spacing(volume))
     scales = TTA_SCALES if config.tta else (1.0,)
     sizes = [
         network_size((height, width), spacing, (preprocess.in_plane_spacing_mm or min(spacing)) * s)
@@ -299,7 +301,8 @@ def segment_volume(
     body = body_box(slices, preprocess, stats) if config.crop_to_body else None
     # the network runs only on the body (plus a margin at its resolution); zeros outside
     boxes = [_network_box(body, (height, width), size, predictor.multiple, BODY_MARGIN) for size in sizes]
-    probability = np.empty((count, height, width), dtype=np.float32 if config.return_probability else np.float16)
+    # float32 always: a float16 store would let the mask depend on whether the map was requested
+    probability = np.empty((count, height, width), dtype=np.float32)
 
     with torch.inference_mode(), fast_cpu_math():
         start = 0
@@ -354,12 +357,12 @@ def segment_volume(
         if config.fill_holes:
             inner = fill_holes_per_slice(inner, 0)
         mask[box] = inner
-    mask_kji = np.ascontiguousarray(np.moveaxis(mask.astype(np.uint8), 0, axis))
+    mask_kji = np.ascontiguousarray(np.moveaxis(orientation.undo(mask).astype(np.uint8), 0, axis))
     if not mask_kji.any():
         warnings.append("No liver was found in this image. Check the field of view and the modality.")
     probability_volume = None
     if config.return_probability:
-        probability_volume = volume.with_array(np.ascontiguousarray(np.moveaxis(probability, 0, axis)))
+        probability_volume = volume.with_array(np.ascontiguousarray(np.moveaxis(orientation.undo(probability), 0, axis)))
     result_mask = volume.with_array(mask_kji)
     result_mask.metadata["segment"] = "Liver"
     return SegmentationResult(

@@ -111,6 +111,54 @@ def to_slice_first(array: np.ndarray, slice_axis: int) -> np.ndarray:
     return np.moveaxis(array, slice_axis, 0)
 
 
+@dataclass(frozen=True)
+class InPlaneOrientation:
+    """Flips and a transpose (exact, no resampling) that bring slice-first views to the canonical layout.
+
+    Canonical: columns run toward the patient's left (-R) and rows toward anterior (+A), the layout of
+    the CHAOS NIfTI files the shipped model learned from. DICOM series and other converters often
+    store rows toward posterior or columns toward the right; without this the network would see a
+    mirrored or upside-down abdomen (the liver on the wrong side).
+    """
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+
+    def apply(self, slices: np.ndarray) -> np.ndarray:
+        """Canonical view of (slices, rows, columns); a view, no copy."""
+        view = slices.transpose(0, 2, 1) if self.transpose else slices
+        if self.flip_rows:
+            view = view[:, ::-1, :]
+        if self.flip_cols:
+            view = view[:, :, ::-1]
+        return view
+
+    def undo(self, slices: np.ndarray) -> np.ndarray:
+        """Back from the canonical view to the stored layout; a view, no copy."""
+        view = slices
+        if self.flip_cols:
+            view = view[:, :, ::-1]
+        if self.flip_rows:
+            view = view[:, ::-1, :]
+        return view.transpose(0, 2, 1) if self.transpose else view
+
+    def spacing(self, spacing: tuple[float, float]) -> tuple[float, float]:
+        return (spacing[1], spacing[0]) if self.transpose else spacing
+
+
+def canonical_orientation(volume: Volume) -> InPlaneOrientation:
+    """The flips/transpose for ``volume``'s slices (perpendicular to its superior axis)."""
+    axis = volume.slice_axis()
+    rows_axis, cols_axis = (a for a in range(3) if a != axis)  # numpy axes of the slice-first view
+    rows_dir = volume.directions[:, 2 - rows_axis]  # numpy axis n is IJK axis 2 - n
+    cols_dir = volume.directions[:, 2 - cols_axis]
+    transpose = abs(rows_dir[0]) > abs(cols_dir[0])  # the rows axis runs left-right: swap
+    if transpose:
+        rows_dir, cols_dir = cols_dir, rows_dir
+    return InPlaneOrientation(bool(transpose), flip_rows=bool(rows_dir[1] < 0), flip_cols=bool(cols_dir[0] > 0))
+
+
 def in_plane_spacing(volume: Volume) -> tuple[float, float]:
     """Spacing (rows, columns) of the slice-first view, in mm."""
     axis = volume.slice_axis()

@@ -32,6 +32,7 @@ from .model_file import LiverModel, ModelCard, load_model, save_model
 from .networks import NetworkConfig, Normalization, UNet
 from .preprocessing import (
     IntensityRegion,
+    canonical_orientation,
     Modality,
     PreprocessConfig,
     context_indices,
@@ -182,10 +183,12 @@ def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch
     if label.slice_axis != axis:
         raise LiverUNetError(f"Case '{case.name}': the label's slice axis does not match the image's.")
     stats = intensity_statistics(image.array, preprocess, axis)
-    slices = torch.from_numpy(np.ascontiguousarray(to_slice_first(image.array, axis)))
-    masks = torch.from_numpy(np.ascontiguousarray(to_slice_first(label.mask, axis)[label.annotated]))
+    orientation = canonical_orientation(image)  # the same layout inference uses
+    slices = torch.from_numpy(np.ascontiguousarray(orientation.apply(to_slice_first(image.array, axis))))
+    masks = to_slice_first(label.mask, axis)[label.annotated]
+    masks = torch.from_numpy(np.ascontiguousarray(orientation.apply(masks)))
     count, height, width = slices.shape
-    size = network_size((height, width), in_plane_spacing(image), preprocess.in_plane_spacing_mm)
+    size = network_size((height, width), orientation.spacing(in_plane_spacing(image)), preprocess.in_plane_spacing_mm)
     with torch.no_grad():
         images = resample_slices(normalise(slices.to(device), stats)[:, None], size)[:, 0]
         masks = (resample_slices(masks.to(device, torch.float32)[:, None], size)[:, 0] >= 0.5).float()
