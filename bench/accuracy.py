@@ -330,6 +330,11 @@ def ship(k: int, results: Path, destination: Path) -> None:
         f"Dice {np.mean(dice):.4f} ± {np.std(dice):.4f}, HD95 {model.card.validation['hd95_mm_mean']} mm, "
         f"ASSD {model.card.validation['assd_mm_mean']} mm (mean over the 15 subjects, each scored by the fold "
         "model that never saw it).", "",
+        f"Median {np.median(dice):.4f}. "
+        + (f"Failures (Dice < 0.5): {', '.join(s for s, d in per_subject.items() if d < 0.5)}: the fold model that "
+           "never saw the subject missed its liver almost entirely, so its liver appearance is not yet covered by "
+           "four-fifths of this small data set. " if any(d < 0.5 for d in per_subject.values()) else ""),
+        "",
         "Per subject: " + ", ".join(f"{s}: {d}" for s, d in sorted(per_subject.items(), key=lambda x: int(x[0]))), "",
         "## Limits", "",
         "Trained on T2-SPIR MRI of healthy livers from one scanner. CT, other MRI sequences and diseased livers "
