@@ -252,6 +252,10 @@ def report(results: Path, output: Path) -> None:
                 lines.append(f"| {k} | {names[mode]} | {len(rs)} | {_mean_sd(d)} | {_mean_sd([r['dice'] for r in rs])} | "
                              f"{_mean_sd([r['hd95_mm'] for r in rs])} | {_mean_sd([r['assd_mm'] for r in rs])} | {np.mean([r['seconds'] for r in rs]):.0f} |")
         lines.append("")
+    notes = output.with_name(output.stem + "_notes.md")
+    if notes.is_file():  # hand-written context that survives regeneration
+        lines += ["", notes.read_text()]
+    lines += ["", f"![Dice against k]({output.with_suffix('.png').name})"]
     output.write_text("\n".join(lines) + "\n")
     _plot(plot_gen, plot_dens, output.with_suffix(".png"))
     print(output.read_text())
