@@ -316,6 +316,7 @@ def _provenance(cases: list[TrainingCase], config: TrainConfig, init: Optional[s
     }
 
 
+@fast_cpu_math()
 def train(
     cases: list[TrainingCase],
     config: Optional[TrainConfig] = None,
@@ -326,19 +327,6 @@ def train(
     resume: bool = True,
 ) -> TrainResult:
     """Train a liver model on ``cases`` and write it to ``output_path``."""
-    with fast_cpu_math():
-        return _train(cases, config, output_path, init_model, progress, cancel, resume)
-
-
-def _train(
-    cases: list[TrainingCase],
-    config: Optional[TrainConfig] = None,
-    output_path: Union[str, os.PathLike] = "liver_model.pt",
-    init_model: Union[str, os.PathLike, LiverModel, None] = None,
-    progress: ProgressCallback = ignore_progress,
-    cancel: Optional[CancelToken] = None,
-    resume: bool = True,
-) -> TrainResult:
     started = time.perf_counter()
     config = config or TrainConfig()
     cancel = cancel or CancelToken()
