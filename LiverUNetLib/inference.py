@@ -3,7 +3,7 @@
 Slices are taken perpendicular to the superior axis, normalised with whole-volume statistics,
 resampled in plane to the model's spacing, padded with mirrored borders (overlap-tile for slices
 larger than ``max_tile``), run through every fold network, and the averaged probability is
-resampled back to the native slice size. Work goes slab by slab so memory stays bounded; a GPU
+resampled back to the native slice size. Work goes batch by batch so memory stays bounded; a GPU
 out-of-memory error halves the batch and finally falls back to the CPU.
 """
 
@@ -38,6 +38,7 @@ from .preprocessing import (
     intensity_statistics,
     network_size,
     normalise,
+    pad_to_multiple,
     require_modality_match,
     resample_slices,
     to_slice_first,
@@ -65,7 +66,6 @@ class InferenceConfig:
     return_probability: bool = False
     max_tile: int = 512
     tile_margin: int = 32
-    slab_slices: int = 64
     half_precision: bool = True
     allow_modality_mismatch: bool = False
     crop_to_body: bool = False
@@ -78,14 +78,6 @@ class SegmentationResult:
     device: str
     seconds: float
     warnings: list[str] = field(default_factory=list)
-
-
-def _pad_reflect(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -149,7 +141,7 @@ class _Predictor:
         height, width = x.shape[-2:]
         if max(height, width) > self.config.max_tile:
             return self._forward_tiled(x)
-        padded = _pad_reflect(x, _round_up(height, self.multiple), _round_up(width, self.multiple))
+        padded = pad_to_multiple(x, self.multiple)
         return self._forward(padded)[..., :height, :width]
 
     def fall_back_to_cpu(self) -> None:

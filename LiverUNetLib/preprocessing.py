@@ -211,6 +211,22 @@ def body_box(
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def mirror_pad(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """Pad (N, C, H, W) with mirrored borders, as the U-Net paper does; slices too thin to mirror
+    (padding at least as large as the slice) repeat their edge pixels instead."""
+    if left == right == top == bottom == 0:
+        return x
+    height, width = x.shape[-2:]
+    mode = "reflect" if top + bottom < height and left + right < width else "replicate"
+    return F.pad(x, (left, right, top, bottom), mode=mode)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Mirror-pad the bottom and right so height and width are multiples of ``multiple``."""
+    height, width = x.shape[-2:]
+    return mirror_pad(x, 0, (-width) % multiple, 0, (-height) % multiple)
+
+
 def context_indices(centre: np.ndarray, count: int, context: int) -> np.ndarray:
     """Indices (len(centre), 2*context+1) of each slice and its neighbours, clamped at the ends."""
     offsets = np.arange(-context, context + 1)

@@ -10,8 +10,6 @@ output lets an interrupted run continue.
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +18,6 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__
 from .augmentation import Batch, default_augmentation
@@ -38,8 +35,10 @@ from .preprocessing import (
     context_indices,
     in_plane_spacing,
     intensity_statistics,
+    mirror_pad,
     network_size,
     normalise,
+    pad_to_multiple,
     resample_slices,
     to_slice_first,
 )
@@ -222,8 +221,7 @@ class _SliceSampler:
         if pad_h or pad_w:
             top = int(torch.randint(0, pad_h + 1, (1,), generator=self.generator))
             left = int(torch.randint(0, pad_w + 1, (1,), generator=self.generator))
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            both = F.pad(both[None], (left, pad_w - left, top, pad_h - top), mode=mode)[0]
+            both = mirror_pad(both[None], left, pad_w - left, top, pad_h - top)[0]
             height, width = both.shape[-2:]
         top = int(torch.randint(0, height - self.crop + 1, (1,), generator=self.generator))
         left = int(torch.randint(0, width - self.crop + 1, (1,), generator=self.generator))
@@ -240,15 +238,6 @@ class _SliceSampler:
             yield Batch(image, torch.stack(masks), torch.ones(len(chosen), device=image.device))
 
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
-
 def validation_dice(net: UNet, cases: list[_PreparedCase], context: int, batch_size: int = 16) -> float:
     """Mean over cases of the Dice on their annotated slices, at network resolution, threshold 0.5."""
     net.eval()
@@ -263,7 +252,7 @@ def validation_dice(net: UNet, cases: list[_PreparedCase], context: int, batch_s
                 x = case.images[torch.from_numpy(channels.ravel()).to(case.images.device)]
                 x = x.view(len(centre), 2 * context + 1, *case.images.shape[-2:])
                 height, width = x.shape[-2:]
-                x = _pad_to_multiple(x, multiple).contiguous(memory_format=torch.channels_last)
+                x = pad_to_multiple(x, multiple).contiguous(memory_format=torch.channels_last)
                 prediction = net(x)[..., :height, :width][:, 0] > 0
                 target = case.masks[start : start + batch_size] > 0.5
                 intersection += float((prediction & target).sum())

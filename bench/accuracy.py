@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from LiverUNetLib.image_io import read_image  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
-from LiverUNetLib.labels import SparseLabel, liver_slices, sparse_label_from_mask  # noqa: E402
+from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask  # noqa: E402
 from LiverUNetLib.metrics import evaluate  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
