@@ -127,6 +127,71 @@ class RandomNoise:
 
 
 @dataclass
+class RandomIntensityCurve:
+    """A random monotone piecewise-linear remapping of the min-max rescaled intensities.
+
+    Changes which tissues look alike, not only the global contrast, so the network cannot lean on one
+    scanner's grey-level ordering (T2 weighting, fat suppression and coil shading all vary).
+    """
+
+    control_points: int = 4
+    probability: float = 0.3
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image = batch.image
+        n = image.shape[0]
+        device = image.device
+        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float().view(n, 1, 1, 1)
+        # knots at fixed inputs, random increasing outputs: sorted uniform draws between 0 and 1
+        inner = torch.sort(torch.rand((n, self.control_points), generator=generator, device=device), dim=1).values
+        knots_y = torch.cat([torch.zeros(n, 1, device=device), inner, torch.ones(n, 1, device=device)], 1)
+        segments = self.control_points + 1
+        flat = image.reshape(n, -1)
+        low = flat.min(1).values.view(n, 1, 1, 1)
+        high = flat.max(1).values.view(n, 1, 1, 1)
+        span = (high - low).clamp_min(1e-6)
+        t = ((image - low) / span).clamp(0, 1) * segments
+        index = t.floor().clamp_max(segments - 1)
+        fraction = t - index
+        flat_index = index.long().reshape(n, -1)
+        y0 = torch.gather(knots_y, 1, flat_index).view_as(image)
+        y1 = torch.gather(knots_y, 1, flat_index + 1).view_as(image)
+        remapped = (y0 + (y1 - y0) * fraction) * span + low
+        return Batch(apply * remapped + (1 - apply) * image, batch.mask, batch.valid)
+
+
+@dataclass
+class RandomLiverBrightness:
+    """Scale the signal inside the (softened) liver mask: a darker or brighter liver than usual.
+
+    Liver signal relative to its neighbours varies between patients (iron overload darkens it on T2,
+    fat brightens it, contrast phases shift it on CT). In cross-validation a subject with a dark liver
+    was missed entirely by models that had only seen bright ones; this teaches shape over brightness.
+    The scaling is multiplicative above the slice minimum (air), so zero signal stays zero signal.
+    """
+
+    factor: tuple[float, float] = (0.3, 1.5)
+    probability: float = 0.3
+    soften: int = 5  # box-blur width in pixels, so the liver edge does not become an artificial step
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image, mask = batch.image, batch.mask
+        n = image.shape[0]
+        device = image.device
+        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float()
+        low_f, high_f = math.log(self.factor[0]), math.log(self.factor[1])
+        factor = torch.exp(_uniform(n, low_f, high_f, generator, device))
+        gain = (1 + (factor - 1) * apply).view(n, 1, 1, 1)
+        weight = mask.float()
+        if self.soften > 1:
+            weight = F.avg_pool2d(weight, self.soften, stride=1, padding=self.soften // 2, count_include_pad=False)
+            weight = weight[..., : mask.shape[-2], : mask.shape[-1]]
+        low = image.reshape(n, -1).min(1).values.view(n, 1, 1, 1)
+        scale = 1 + (gain - 1) * weight
+        return Batch((image - low) * scale + low, mask, batch.valid)
+
+
+@dataclass
 class Compose:
     transforms: Sequence[Transform]
 
@@ -136,13 +201,22 @@ class Compose:
         return batch
 
 
-def default_augmentation(strength: float = 1.0) -> Compose:
-    """The standard pipeline; ``strength`` 0 disables it, 1 is the default, up to 2 is stronger."""
+def default_augmentation(strength: float = 1.0, appearance: bool = True) -> Compose:
+    """The standard pipeline; ``strength`` 0 disables it, 1 is the default, up to 2 is stronger.
+
+    ``appearance`` adds the tissue-contrast transforms (random intensity curve, liver brightness).
+    """
     s = max(0.0, float(strength))
     if s == 0:
         return Compose([])
+    appearance_transforms: list[Transform] = (
+        [RandomLiverBrightness(probability=min(1.0, 0.3 * s)), RandomIntensityCurve(probability=min(1.0, 0.3 * s))]
+        if appearance
+        else []
+    )
     return Compose(
         [
+            *appearance_transforms,
             RandomAffineElastic(
                 degrees=15.0 * s,
                 scale=(1 - 0.15 * s, 1 + 0.15 * s),

@@ -47,12 +47,33 @@ def resolve_device(choice: Union[DeviceChoice, str, None] = DeviceChoice.AUTO) -
     return torch.device(choice.value)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX-512-BF16 or AMX: bfloat16 convolutions run natively (about 2x float32 here, docs/benchmarks.md).
+
+    Without them bfloat16 is emulated and slower than float32, so it is not used.
+    """
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # noqa: BLE001 - a private probe that may change between torch versions
+            pass
+    return False
+
+
 def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
-    """Reduced precision for the forward pass where the hardware supports it well, else None."""
+    """Reduced precision for the forward pass where the hardware supports it well, else None (float32).
+
+    GPUs: bfloat16 or float16. CPUs: bfloat16 only with native support (AMX or AVX-512-BF16).
+    """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
     return None
 
 

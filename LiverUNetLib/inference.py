@@ -155,24 +155,8 @@ class _Predictor:
             torch.cuda.empty_cache()
 
 
-def _cpu_has_native_bf16() -> bool:
-    """AVX-512-BF16 or AMX: bfloat16 convolutions run natively (2-3x fp32 here, docs/benchmarks.md).
-    Without them bfloat16 is emulated and slower than float32, so it is not used."""
-    cpu = getattr(torch, "cpu", None)
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        check = getattr(cpu, probe, None)
-        try:
-            if check is not None and check():
-                return True
-        except Exception:  # noqa: BLE001 - a private probe that may change between torch versions
-            pass
-    return False
-
-
 def _inference_dtype(device: torch.device) -> Optional[torch.dtype]:
     """Reduced precision for the forward pass: the GPU's choice, or bfloat16 on CPUs with native support."""
-    if device.type == "cpu":
-        return torch.bfloat16 if _cpu_has_native_bf16() else None
     return autocast_dtype(device)
 
 

@@ -12,6 +12,8 @@ from LiverUNetLib.augmentation import (
     RandomAffineElastic,
     RandomContrast,
     RandomGamma,
+    RandomIntensityCurve,
+    RandomLiverBrightness,
     RandomNoise,
     default_augmentation,
 )
@@ -52,7 +54,8 @@ def test_spatial_transform_moves_image_and_mask_together(seed):
 
 def test_full_pipeline_keeps_the_mask_on_the_bright_region():
     batch = square_batch(n=16)
-    out = default_augmentation(1.0)(batch, generator(7))
+    # appearance transforms may darken the liver on purpose; the geometry is what is checked here
+    out = default_augmentation(1.0, appearance=False)(batch, generator(7))
     for n in range(16):
         inside = out.image[n, 0][out.mask[n, 0] > 0.5]
         outside = out.image[n, 0][out.mask[n, 0] < 0.5]
@@ -115,7 +118,10 @@ def test_no_flip_transform_in_the_default_pipeline():
     pipeline = default_augmentation(1.0)
     names = [type(t).__name__.lower() for t in pipeline.transforms]
     assert not [n for n in names if "flip" in n]
-    assert {"randomaffineelastic", "randomgamma", "randomcontrast", "randomnoise"} == set(names)
+    assert {"randomaffineelastic", "randomgamma", "randomcontrast", "randomnoise", "randomliverbrightness",
+            "randomintensitycurve"} == set(names)
+    plain = default_augmentation(1.0, appearance=False)
+    assert "randomliverbrightness" not in {type(t).__name__.lower() for t in plain.transforms}
 
 
 def test_strength_zero_is_the_identity():
@@ -135,7 +141,8 @@ def test_intensity_transforms_leave_the_mask_alone():
     batch = square_batch(n=8)
     torch.manual_seed(0)
     batch.image = batch.image + torch.rand_like(batch.image) * 0.2
-    for transform in (RandomGamma(probability=1.0), RandomContrast(probability=1.0), RandomNoise(probability=1.0)):
+    for transform in (RandomGamma(probability=1.0), RandomContrast(probability=1.0), RandomNoise(probability=1.0),
+                      RandomIntensityCurve(probability=1.0), RandomLiverBrightness(probability=1.0)):
         out = transform(batch, generator(2))
         assert torch.equal(out.mask, batch.mask)
         assert not torch.equal(out.image, batch.image)
@@ -163,3 +170,34 @@ def test_compose_applies_in_order():
 
     Compose([Recorder("a"), Recorder("b")])(square_batch(), generator(0))
     assert calls == ["a", "b"]
+
+
+def test_intensity_curve_is_monotone_and_keeps_the_range():
+    values = torch.linspace(-2.0, 3.0, 400)
+    image = values.view(1, 1, 20, 20).repeat(6, 2, 1, 1)
+    batch = Batch(image, torch.zeros(6, 1, 20, 20), torch.ones(6))
+    out = RandomIntensityCurve(probability=1.0)(batch, generator(5)).image
+    for n in range(6):
+        curve = out[n, 0].flatten()
+        assert bool((curve[1:] >= curve[:-1] - 1e-6).all()), "the remapping must keep the grey-level order"
+        assert abs(float(curve[0]) + 2.0) < 1e-5 and abs(float(curve[-1]) - 3.0) < 1e-5
+        torch.testing.assert_close(out[n, 1], out[n, 0])  # one curve for all 2.5D channels
+    assert not torch.allclose(out, image, atol=1e-2), "the curve should change the intensities"
+
+
+def test_liver_brightness_scales_inside_the_mask_only():
+    batch = square_batch(n=8, channels=3)
+    batch.image = batch.image * 0.5 + 1.0  # background 1.0, liver 1.5; minimum 1.0 acts as "air"
+    transform = RandomLiverBrightness(factor=(0.3, 0.31), probability=1.0, soften=1)
+    out = transform(batch, generator(0))
+    inside = out.mask > 0.5
+    assert torch.equal(out.mask, batch.mask)
+    torch.testing.assert_close(out.image[~inside.expand_as(out.image)], batch.image[~inside.expand_as(batch.image)])
+    # signal above the minimum drops to ~30 %: 1 + 0.5 * 0.3
+    assert abs(float(out.image[inside.expand_as(out.image)].mean()) - 1.15) < 0.01
+
+
+def test_liver_brightness_probability_zero_is_the_identity():
+    batch = square_batch(n=4)
+    out = RandomLiverBrightness(probability=0.0)(batch, generator(1))
+    torch.testing.assert_close(out.image, batch.image)

@@ -56,3 +56,12 @@ def test_report_tables_from_result_files(tmp_path):
     text = out.read_text()
     assert "| 1 | 1/5 | 400 | 1 | 0.900 ± 0.000" in text
     assert "contour interpolation" in text and "0.700 ± 0.000" in text
+
+
+def test_recipe_overrides_are_typed_and_checked():
+    recipe = accuracy.Recipe().with_overrides(["epochs=7", "appearance_augmentation=false", "intensity_region=volume"])
+    assert recipe.epochs == 7 and recipe.appearance_augmentation is False and recipe.intensity_region == "volume"
+    with pytest.raises(SystemExit, match="Recipe field"):
+        accuracy.Recipe().with_overrides(["epoch=7"])
+    config = accuracy.train_config(recipe, seed=0)
+    assert config.epochs == 7 and config.appearance_augmentation is False
