@@ -83,3 +83,13 @@ def test_module_parameter_node_is_a_singleton(mrml):
     assert moduleParameterNode(slicer.mrmlScene) is first
     assert first.GetAttribute("ModuleName") == "LiverUNet" and first.GetSingletonTag() == "LiverUNet"
     assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
+
+
+def test_fill_settings_are_valid_training_settings_without_appearance_augmentation():
+    """The effect's "Fill from painted slices" settings reach TrainConfig as they are (the worker's path)."""
+    from LiverUNetLib.training import TrainConfig
+    from LiverUNetSlicerLib.effect_jobs import FILL_SETTINGS
+
+    config = TrainConfig.from_dict(dict(FILL_SETTINGS))
+    assert config.appearance_augmentation is False  # one scan's own contrast: measured better off
+    assert config.folds == 1 and config.validation_fraction == 0.0

@@ -63,6 +63,8 @@ class Recipe:
     intensity_region: str = "body"
     appearance_augmentation: bool = True
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
+    # densifying learns one scan's own appearance: appearance transforms only slow the fit there
+    densify_appearance_augmentation: bool = False
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """``["epochs=60", "intensity_region=volume"]`` -> a recipe with those fields changed (typed)."""
@@ -197,9 +199,11 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
                         print(f"skip finetune for {s}: {init} missing (run generalisation --k 1 first)")
                         continue
                     config = train_config(recipe, seed=0, epochs=recipe.finetune_epochs,
-                                          learning_rate=recipe.finetune_learning_rate)
+                                          learning_rate=recipe.finetune_learning_rate,
+                                          appearance_augmentation=recipe.densify_appearance_augmentation)
                 else:
-                    config = train_config(recipe, seed=0, epochs=recipe.scratch_epochs)
+                    config = train_config(recipe, seed=0, epochs=recipe.scratch_epochs,
+                                          appearance_augmentation=recipe.densify_appearance_augmentation)
                 model_path = results / "models" / f"densify_{mode}_k{k}_s{s}.pt"
                 train([TrainingCase(s, image, sparse)], config, model_path, init_model=init, resume=False)
                 filled = segment_volume(image, model_path, InferenceConfig(device="cpu")).mask.array.copy()
@@ -221,6 +225,18 @@ def _mean_sd(values: list[float]) -> str:
     if not values:
         return "–"
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def _per_subject_table(title: str, per: dict[str, dict[str, Any]], dice_key: str) -> list[str]:
+    """A collapsed per-subject table (Dice, HD95, ASSD) with the mean ± sd row."""
+    order = [s for s in SUBJECTS if s in per]
+    lines = ["<details><summary>" + title + "</summary>", "", "| subject | Dice | HD95 mm | ASSD mm |", "|---|---|---|---|"]
+    for s in order:
+        row = per[s]
+        lines.append(f"| {s} | {row[dice_key]:.3f} | {row['hd95_mm']:.1f} | {row['assd_mm']:.2f} |")
+    lines.append(f"| mean ± sd | {_mean_sd([per[s][dice_key] for s in order])} | "
+                 f"{_mean_sd([per[s]['hd95_mm'] for s in order])} | {_mean_sd([per[s]['assd_mm'] for s in order])} |")
+    return lines + ["", "</details>", ""]
 
 
 def report(results: Path, output: Path) -> None:
@@ -247,6 +263,9 @@ def report(results: Path, output: Path) -> None:
             per = {s: row["dice"] for r in gen if r["k"] == k for s, row in r["subjects"].items()}
             lines.append(f"| {k} | " + " | ".join(f"{per[s]:.3f}" if s in per else "–" for s in SUBJECTS) + " |")
         lines.append("")
+        for k in sorted({r["k"] for r in gen}):
+            per = {s: row for r in gen if r["k"] == k for s, row in r["subjects"].items()}
+            lines += _per_subject_table(f"k={k}: Dice, HD95 and ASSD per held-out subject", per, "dice")
     dens = _load(results, "densify_k*_*.json")
     plot_dens: dict[str, dict[int, tuple[float, float]]] = {}
     if dens:
@@ -266,6 +285,12 @@ def report(results: Path, output: Path) -> None:
                 lines.append(f"| {k} | {names[mode]} | {len(rs)} | {_mean_sd(d)} | {_mean_sd([r['dice'] for r in rs])} | "
                              f"{_mean_sd([r['hd95_mm'] for r in rs])} | {_mean_sd([r['assd_mm'] for r in rs])} | {np.mean([r['seconds'] for r in rs]):.0f} |")
         lines.append("")
+        for k in sorted({r["k"] for r in dens}):
+            for mode in ("mci", "finetune", "scratch"):
+                per = {r["subject"]: r for r in dens if r["k"] == k and r["mode"] == mode}
+                if per:
+                    lines += _per_subject_table(f"k={k}, {names[mode]}: per subject (Dice on unpainted slices; "
+                                                "HD95 and ASSD of the whole filled volume)", per, "dice_scored_slices")
     notes = output.with_name(output.stem + "_notes.md")
     if notes.is_file():  # hand-written context that survives regeneration
         lines += ["", notes.read_text()]
