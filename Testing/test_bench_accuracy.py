@@ -65,3 +65,21 @@ def test_recipe_overrides_are_typed_and_checked():
         accuracy.Recipe().with_overrides(["epoch=7"])
     config = accuracy.train_config(recipe, seed=0)
     assert config.epochs == 7 and config.appearance_augmentation is False
+
+
+def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_path):
+    base = {"protocol": "generalisation", "k": 1, "fold": 0, "test_subjects": ["3"], "annotated_slices": 400,
+            "train_seconds": 10.0, "device": "cpu", "recipe": {},
+            "subjects": {"3": {"dice": 0.9, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1500.0}}}
+    (tmp_path / "generalisation_k1_fold0.json").write_text(json.dumps(base))
+    variant = {**base, "tag": "e120", "subjects": {"3": {"dice": 0.95, "hd95_mm": 5.0, "assd_mm": 1.0, "volume_ml": 1.0}}}
+    (tmp_path / "generalisation_k1_e120_fold0.json").write_text(json.dumps(variant))
+    out = tmp_path / "accuracy.md"
+    accuracy.report(tmp_path, out)
+    text = out.read_text()
+    assert "| 1 | 1/5 | 400 | 1 | 0.900 ± 0.000" in text
+    assert "| 1 (e120) | 1/5 | 400 | 1 | 0.950 ± 0.000" in text
+    recipe = accuracy.asdict(accuracy.Recipe().with_overrides(["epochs=120", "appearance_augmentation=false"]))
+    command = accuracy._command(1, "e120", recipe)
+    assert "--set epochs=120" in command and "--set appearance_augmentation=false" in command
+    assert command.endswith("ship --k 1 --tag e120") and "generalisation --k 1 --tag e120" in command

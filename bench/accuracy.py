@@ -128,11 +128,16 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
     return TrainConfig(**values)
 
 
-def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int]) -> None:
+def _experiment(k: int, tag: str) -> str:
+    """File stem of a cross-validation experiment; a tag keeps a recipe variant beside the default."""
+    return f"generalisation_k{k}" + (f"_{tag}" if tag else "")
+
+
+def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "") -> None:
     from LiverUNetLib.training import TrainingCase, train
 
     for fold in folds:
-        out = results / f"generalisation_k{k}_fold{fold}.json"
+        out = results / f"{_experiment(k, tag)}_fold{fold}.json"
         if out.exists():
             continue
         test = [s for s in SUBJECTS if fold_of(s) == fold]
@@ -142,7 +147,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int]) 
                 continue
             image, dense, _ = load_subject(s)
             cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
-        model_path = results / "models" / f"generalisation_k{k}_fold{fold}.pt"
+        model_path = results / "models" / f"{_experiment(k, tag)}_fold{fold}.pt"
         started = time.perf_counter()
         trained = train(cases, train_config(recipe, seed=fold), model_path, resume=True,
                         progress=lambda e: print(f"  k={k} fold={fold} {e.message} loss={e.loss}", flush=True) if e.epoch and e.epoch % 10 == 0 else None)
@@ -154,7 +159,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int]) 
             rows[s] = metrics_row(liver, result.mask)
             print(f"k={k} fold={fold} subject={s} dice={rows[s]['dice']:.4f}", flush=True)
         record = {
-            "protocol": "generalisation", "k": k, "fold": fold, "test_subjects": test,
+            "protocol": "generalisation", "k": k, "tag": tag, "fold": fold, "test_subjects": test,
             "annotated_slices": sum(c.label.annotated_count for c in cases),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
             "subjects": rows,
@@ -246,26 +251,32 @@ def report(results: Path, output: Path) -> None:
              "(15 subjects, manual labels, CC BY-NC-SA 4.0).", ""]
     gen = _load(results, "generalisation_k*_fold*.json")
     plot_gen: dict[int, tuple[float, float]] = {}
+    plot_variants: dict[str, tuple[int, float, float]] = {}
     if gen:
         lines += ["## New subjects (5-fold cross-validation by subject, all slices of held-out subjects)", "",
                   "| k (every k-th slice painted) | folds done | painted slices per fold (mean) | subjects | Dice | HD95 mm | ASSD mm | train s / fold |",
                   "|---|---|---|---|---|---|---|---|"]
-        for k in sorted({r["k"] for r in gen}):
-            rs = [r for r in gen if r["k"] == k]
+        groups = sorted({(r["k"], r.get("tag", "")) for r in gen})
+        label = {g: f"{g[0]}" + (f" ({g[1]})" if g[1] else "") for g in groups}
+        for k, tag in groups:
+            rs = [r for r in gen if r["k"] == k and r.get("tag", "") == tag]
             rows = [row for r in rs for row in r["subjects"].values()]
             d = [x["dice"] for x in rows]
-            plot_gen[k] = (float(np.mean(d)), float(np.std(d)))
-            lines.append(f"| {k} | {len(rs)}/{FOLDS} | {np.mean([r['annotated_slices'] for r in rs]):.0f} | {len(rows)} | "
+            if not tag:
+                plot_gen[k] = (float(np.mean(d)), float(np.std(d)))
+            else:
+                plot_variants[label[(k, tag)]] = (k, float(np.mean(d)), float(np.std(d)))
+            lines.append(f"| {label[(k, tag)]} | {len(rs)}/{FOLDS} | {np.mean([r['annotated_slices'] for r in rs]):.0f} | {len(rows)} | "
                          f"{_mean_sd(d)} | {_mean_sd([x['hd95_mm'] for x in rows])} | {_mean_sd([x['assd_mm'] for x in rows])} | "
                          f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
         lines += ["", "Per subject (Dice):", "", "| k | " + " | ".join(SUBJECTS) + " |", "|---" * (len(SUBJECTS) + 1) + "|"]
-        for k in sorted({r["k"] for r in gen}):
-            per = {s: row["dice"] for r in gen if r["k"] == k for s, row in r["subjects"].items()}
-            lines.append(f"| {k} | " + " | ".join(f"{per[s]:.3f}" if s in per else "–" for s in SUBJECTS) + " |")
+        for k, tag in groups:
+            per = {s: row["dice"] for r in gen if (r["k"], r.get("tag", "")) == (k, tag) for s, row in r["subjects"].items()}
+            lines.append(f"| {label[(k, tag)]} | " + " | ".join(f"{per[s]:.3f}" if s in per else "–" for s in SUBJECTS) + " |")
         lines.append("")
-        for k in sorted({r["k"] for r in gen}):
-            per = {s: row for r in gen if r["k"] == k for s, row in r["subjects"].items()}
-            lines += _per_subject_table(f"k={k}: Dice, HD95 and ASSD per held-out subject", per, "dice")
+        for k, tag in groups:
+            per = {s: row for r in gen if (r["k"], r.get("tag", "")) == (k, tag) for s, row in r["subjects"].items()}
+            lines += _per_subject_table(f"k={label[(k, tag)]}: Dice, HD95 and ASSD per held-out subject", per, "dice")
     dens = _load(results, "densify_k*_*.json")
     plot_dens: dict[str, dict[int, tuple[float, float]]] = {}
     if dens:
@@ -296,11 +307,12 @@ def report(results: Path, output: Path) -> None:
         lines += ["", notes.read_text()]
     lines += ["", f"![Dice against k]({output.with_suffix('.png').name})"]
     output.write_text("\n".join(lines) + "\n")
-    _plot(plot_gen, plot_dens, output.with_suffix(".png"))
+    _plot(plot_gen, plot_dens, output.with_suffix(".png"), plot_variants)
     print(output.read_text())
 
 
-def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[float, float]]], path: Path) -> None:
+def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[float, float]]], path: Path,
+          variants: Optional[dict[str, tuple[int, float, float]]] = None) -> None:
     try:
         import matplotlib
 
@@ -313,6 +325,8 @@ def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[f
     if gen:
         ks = sorted(gen)
         axes[0].errorbar(ks, [gen[k][0] for k in ks], [gen[k][1] for k in ks], marker="o", capsize=3, label="LiverUNet")
+    for name, (k, mean, sd) in (variants or {}).items():
+        axes[0].errorbar([k + 0.15], [mean], [sd], marker="s", capsize=3, linestyle="none", label=f"LiverUNet, k={name}")
     axes[0].axhline(0.83, color="grey", linestyle="--", label="published Keras study (0.83)")
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
     axes[0].legend()
@@ -321,19 +335,30 @@ def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[f
         ks = sorted(values)
         axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3, label=labels[mode])
     axes[1].set(title="Densifying a painted volume", xlabel="k", ylabel="Dice on unpainted slices", ylim=(0.4, 1.0))
-    axes[1].legend()
+    if dens:
+        axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
-def ship(k: int, results: Path, destination: Path) -> None:
+def _command(k: int, tag: str, recipe: dict[str, Any]) -> str:
+    """The command line that reproduces a cross-validation run and ships its fold ensemble."""
+    defaults = asdict(Recipe())
+    sets = "".join(f" --set {key}={str(value).lower() if isinstance(value, bool) else value}"
+                   for key, value in recipe.items() if key in defaults and defaults[key] != value)
+    tagged = f" --tag {tag}" if tag else ""
+    return (f"python bench/accuracy.py --threads 1{sets} generalisation --k {k}{tagged} && "
+            f"python bench/accuracy.py ship --k {k}{tagged}")
+
+
+def ship(k: int, results: Path, destination: Path, tag: str = "") -> None:
     """Combine the k-fold CV models into one ensemble model file with a model card."""
     from LiverUNetLib.model_file import LiverModel, ModelCard, load_model, save_model
 
-    records = _load(results, f"generalisation_k{k}_fold*.json")
+    records = _load(results, f"{_experiment(k, tag)}_fold*.json")
     if len(records) != FOLDS:
         raise SystemExit(f"need all {FOLDS} folds of k={k}; have {len(records)}")
-    models = [load_model(results / "models" / f"generalisation_k{k}_fold{r['fold']}.pt") for r in records]
+    models = [load_model(results / "models" / f"{_experiment(k, tag)}_fold{r['fold']}.pt") for r in records]
     rows = [row for r in records for row in r["subjects"].values()]
     dice = [x["dice"] for x in rows]
     model = LiverModel([m.networks[0] for m in models], models[0].network_config, models[0].preprocess)
@@ -341,7 +366,7 @@ def ship(k: int, results: Path, destination: Path) -> None:
         name="LiverUNet default MRI liver model (CHAOS T2-SPIR)",
         description=("Ensemble of the 5 fold models of a 5-fold cross-validation by subject on the 15 CHAOS "
                      "MRI T2-SPIR subjects; probabilities are averaged. For research use; non-commercial (CC BY-NC-SA 4.0 data)."),
-        training={"command": f"python bench/accuracy.py generalisation --k {k} && python bench/accuracy.py ship --k {k}",
+        training={"command": _command(k, tag, records[0]["recipe"]),
                   "recipe": records[0]["recipe"], "painted": "every slice" if k == 1 else f"every {k}th liver slice",
                   "train_seconds_per_fold": [r["train_seconds"] for r in records], "device": records[0]["device"]},
         validation={"protocol": "5-fold cross-validation by subject; each fold model scored on all slices of its 3 held-out subjects",
@@ -398,6 +423,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     g = sub.add_parser("generalisation")
     g.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
     g.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
+    g.add_argument("--tag", default="", help="name of a recipe variant (with --set), kept beside the default run")
     d = sub.add_parser("densify")
     d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=["mci", "finetune", "scratch"])
@@ -406,6 +432,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     r.add_argument("--output", type=Path, default=ROOT / "docs" / "accuracy.md")
     s = sub.add_parser("ship")
     s.add_argument("--k", type=int, default=1)
+    s.add_argument("--tag", default="", help="ship the cross-validation run of this recipe variant")
     s.add_argument("--destination", type=Path, default=ROOT / "LiverUNetLib" / "models" / "liver_mri_t2_default.pt")
     args = parser.parse_args(argv)
     import torch
@@ -415,14 +442,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     (args.results / "models").mkdir(parents=True, exist_ok=True)
     if args.command == "generalisation":
         for k in args.k:
-            run_generalisation(k, recipe, args.results, args.folds)
+            run_generalisation(k, recipe, args.results, args.folds, args.tag)
     elif args.command == "densify":
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects)
     elif args.command == "report":
         report(args.results, args.output)
     elif args.command == "ship":
-        ship(args.k, args.results, args.destination)
+        ship(args.k, args.results, args.destination, args.tag)
     return 0
 
 
