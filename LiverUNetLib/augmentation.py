@@ -32,6 +32,19 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, device
     return torch.rand(n, generator=generator, device=device) * (high - low) + low
 
 
+def _coin(n: int, probability: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n,) float flags: 1 where a sample gets the transform."""
+    return (torch.rand(n, generator=generator, device=device) < probability).float()
+
+
+def _value_range(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample minimum and (non-zero) span, shaped (n, 1, 1, 1) for broadcasting."""
+    flat = image.reshape(image.shape[0], -1)
+    low = flat.min(1).values.view(-1, 1, 1, 1)
+    span = (flat.max(1).values.view(-1, 1, 1, 1) - low).clamp_min(1e-6)
+    return low, span
+
+
 @dataclass
 class RandomAffineElastic:
     """Rotation, isotropic scale, shift and a smooth elastic field, as one grid_sample per batch."""
@@ -79,12 +92,9 @@ class RandomGamma:
         image = batch.image
         n = image.shape[0]
         device = image.device
-        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float()
+        apply = _coin(n, self.probability, generator, device)
         gamma = torch.exp(_uniform(n, -self.log_gamma, self.log_gamma, generator, device) * apply).view(n, 1, 1, 1)
-        flat = image.view(n, -1)
-        low = flat.min(1).values.view(n, 1, 1, 1)
-        high = flat.max(1).values.view(n, 1, 1, 1)
-        span = (high - low).clamp_min(1e-6)
+        low, span = _value_range(image)
         image = ((image - low) / span).clamp_(0, 1).pow(gamma) * span + low
         return Batch(image, batch.mask, batch.valid)
 
@@ -101,7 +111,7 @@ class RandomContrast:
         image = batch.image
         n = image.shape[0]
         device = image.device
-        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float().view(n, 1, 1, 1)
+        apply = _coin(n, self.probability, generator, device).view(n, 1, 1, 1)
         factor = _uniform(n, 1 - self.contrast, 1 + self.contrast, generator, device).view(n, 1, 1, 1)
         offset = _uniform(n, -self.brightness, self.brightness, generator, device).view(n, 1, 1, 1)
         mean = image.mean(dim=(1, 2, 3), keepdim=True)
@@ -141,15 +151,12 @@ class RandomIntensityCurve:
         image = batch.image
         n = image.shape[0]
         device = image.device
-        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float().view(n, 1, 1, 1)
+        apply = _coin(n, self.probability, generator, device).view(n, 1, 1, 1)
         # knots at fixed inputs, random increasing outputs: sorted uniform draws between 0 and 1
         inner = torch.sort(torch.rand((n, self.control_points), generator=generator, device=device), dim=1).values
         knots_y = torch.cat([torch.zeros(n, 1, device=device), inner, torch.ones(n, 1, device=device)], 1)
         segments = self.control_points + 1
-        flat = image.reshape(n, -1)
-        low = flat.min(1).values.view(n, 1, 1, 1)
-        high = flat.max(1).values.view(n, 1, 1, 1)
-        span = (high - low).clamp_min(1e-6)
+        low, span = _value_range(image)
         t = ((image - low) / span).clamp(0, 1) * segments
         index = t.floor().clamp_max(segments - 1)
         fraction = t - index
@@ -178,7 +185,7 @@ class RandomLiverBrightness:
         image, mask = batch.image, batch.mask
         n = image.shape[0]
         device = image.device
-        apply = (torch.rand(n, generator=generator, device=device) < self.probability).float()
+        apply = _coin(n, self.probability, generator, device)
         low_f, high_f = math.log(self.factor[0]), math.log(self.factor[1])
         factor = torch.exp(_uniform(n, low_f, high_f, generator, device))
         gain = (1 + (factor - 1) * apply).view(n, 1, 1, 1)
@@ -186,7 +193,7 @@ class RandomLiverBrightness:
         if self.soften > 1:
             weight = F.avg_pool2d(weight, self.soften, stride=1, padding=self.soften // 2, count_include_pad=False)
             weight = weight[..., : mask.shape[-2], : mask.shape[-1]]
-        low = image.reshape(n, -1).min(1).values.view(n, 1, 1, 1)
+        low, _ = _value_range(image)
         scale = 1 + (gain - 1) * weight
         return Batch((image - low) * scale + low, mask, batch.valid)
 
