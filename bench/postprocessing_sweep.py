@@ -1,5 +1,8 @@
 """Does post-processing help? Threshold, scale TTA, hole filling and the largest-component step, cross-validated.
 
+Also the resolution bound: the manual mask taken to the network's in-plane spacing and back (bilinear,
+threshold 0.5), which is the best Dice a perfect network working at that spacing could reach.
+
 Each CHAOS subject is segmented by the cross-validation fold model that never saw it (``bench/accuracy.py
 generalisation`` must have run), once without and once with TTA; the probability map is then thresholded
 and cleaned in every variant. Prints the mean Dice over the 15 subjects per variant and writes the per-subject
@@ -24,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.accuracy import SUBJECTS, fold_of, load_subject  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.postprocessing import fill_holes_per_slice, largest_component  # noqa: E402
+from LiverUNetLib.preprocessing import in_plane_spacing, network_size, resample_slices, to_slice_first  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
@@ -32,10 +36,20 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     return float(2 * (prediction & reference).sum() / (prediction.sum() + reference.sum()))
 
 
+def resolution_bound(liver, spacing_mm: float) -> float:
+    """Dice of the manual mask after a round trip through ``spacing_mm`` in plane."""
+    axis = liver.slice_axis()
+    slices = torch.from_numpy(to_slice_first(liver.array, axis).astype(np.float32))[:, None]
+    native = tuple(slices.shape[-2:])
+    small = (resample_slices(slices, network_size(native, in_plane_spacing(liver), spacing_mm)) >= 0.5).float()
+    back = (resample_slices(small, native) >= 0.5)[:, 0].numpy()
+    return dice(back, to_slice_first(liver.array, axis) > 0)
+
+
 def sweep_subject(subject: str, model: Path) -> dict[str, float]:
     image, _, liver = load_subject(subject)
     reference = liver.array > 0
-    row: dict[str, float] = {}
+    row: dict[str, float] = {f"resolution_bound_{mm}mm": resolution_bound(liver, mm) for mm in (2.5, 1.875)}
     for name, tta in (("plain", False), ("tta", True)):
         config = InferenceConfig(device="cpu", tta=tta, return_probability=True)
         probability = segment_volume(image, model, config).probability.array
