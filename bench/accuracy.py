@@ -9,8 +9,10 @@ stopped and continued, and the report rebuilt from whatever has finished:
   fine-tuned from the cross-validation model that never saw the subject) and score the unpainted
   slices, beside ITK's morphological contour interpolation (what Slicer's "Fill between slices" uses).
 
-Commands::
+Commands (``all`` runs the first three in a row; ``--threads 1`` and two processes side by side use a
+2-core machine best)::
 
+    python bench/accuracy.py all               # everything below but ship, resumable
     python bench/accuracy.py generalisation --k 1 5 3
     python bench/accuracy.py densify --k 5 10 3 --modes mci finetune scratch
     python bench/accuracy.py report            # docs/accuracy.md + docs/accuracy.png
@@ -430,6 +432,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     d.add_argument("--subjects", nargs="+", default=SUBJECTS)
     r = sub.add_parser("report")
     r.add_argument("--output", type=Path, default=ROOT / "docs" / "accuracy.md")
+    a = sub.add_parser("all", help="generalisation k=1,3,5, densify k=3,5,10 (all modes), then the report")
+    a.add_argument("--output", type=Path, default=ROOT / "docs" / "accuracy.md")
     s = sub.add_parser("ship")
     s.add_argument("--k", type=int, default=1)
     s.add_argument("--tag", default="", help="ship the cross-validation run of this recipe variant")
@@ -447,6 +451,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects)
     elif args.command == "report":
+        report(args.results, args.output)
+    elif args.command == "all":
+        for k in (1, 3, 5):
+            run_generalisation(k, recipe, args.results, list(range(FOLDS)))
+        for k in (3, 5, 10):
+            run_densify(k, ["mci", "finetune", "scratch"], recipe, args.results, SUBJECTS)
         report(args.results, args.output)
     elif args.command == "ship":
         ship(args.k, args.results, args.destination, args.tag)
