@@ -79,6 +79,14 @@ def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_pa
     text = out.read_text()
     assert "| 1 | 1/5 | 400 | 1 | 0.900 ± 0.000" in text
     assert "| 1 (e120) | 1/5 | 400 | 1 | 0.950 ± 0.000" in text
+    for tag, value in (("", 0.91), ("e120", 0.93)):
+        (tmp_path / f"densify_k5_finetune{'_' + tag if tag else ''}_s3.json").write_text(json.dumps({
+            "protocol": "densify", "k": 5, "mode": "finetune", "tag": tag, "subject": "3", "painted": [1],
+            "seconds": 1.0, "dice": 0.9, "hd95_mm": 9.0, "assd_mm": 3.0, "volume_ml": 1.0, "dice_scored_slices": value}))
+    accuracy.report(tmp_path, out)
+    text = out.read_text()
+    assert "never saw the subject | 1 | 0.910 ± 0.000" in text
+    assert "never saw the subject (e120 CV model) | 1 | 0.930 ± 0.000" in text
     recipe = accuracy.asdict(accuracy.Recipe().with_overrides(["epochs=120", "appearance_augmentation=false"]))
     command = accuracy._command(1, "e120", recipe)
     assert "--set epochs=120" in command and "--set appearance_augmentation=false" in command

@@ -181,7 +181,8 @@ def contour_interpolation(liver: Volume, painted: np.ndarray) -> np.ndarray:
     return interpolate(sparse, axis)
 
 
-def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subjects: list[str]) -> None:
+def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subjects: list[str], base_tag: str = "") -> None:
+    """``base_tag``: fine-tune from that recipe variant's k=1 CV models (results are kept apart by the tag)."""
     from LiverUNetLib.training import TrainingCase, train
 
     for s in subjects:
@@ -192,7 +193,8 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
         index = [slice(None)] * 3
         index[axis] = sparse.annotated
         for mode in modes:
-            out = results / f"densify_k{k}_{mode}_s{s}.json"
+            tag = base_tag if mode == "finetune" else ""
+            out = results / (f"densify_k{k}_{mode}" + (f"_{tag}" if tag else "") + f"_s{s}.json")
             if out.exists():
                 continue
             started = time.perf_counter()
@@ -201,7 +203,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
             else:
                 init = None
                 if mode == "finetune":
-                    init = results / "models" / f"generalisation_k1_fold{fold_of(s)}.pt"
+                    init = results / "models" / f"{_experiment(1, tag)}_fold{fold_of(s)}.pt"
                     if not init.exists():
                         print(f"skip finetune for {s}: {init} missing (run generalisation --k 1 first)")
                         continue
@@ -217,7 +219,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
                 model_path.unlink(missing_ok=True)
             filled[tuple(index)] = liver.array[tuple(index)]  # painted slices stay as painted
             row = metrics_row(liver, liver.with_array(filled), unpainted)
-            record = {"protocol": "densify", "k": k, "mode": mode, "subject": s,
+            record = {"protocol": "densify", "k": k, "mode": mode, "tag": tag, "subject": s,
                       "painted": sparse.annotated.tolist(), "seconds": round(time.perf_counter() - started, 1), **row}
             out.write_text(json.dumps(record, indent=1))
             print(f"densify k={k} {mode} subject={s} dice_unpainted={row['dice_scored_slices']:.4f}", flush=True)
@@ -288,21 +290,23 @@ def report(results: Path, output: Path) -> None:
         names = {"mci": "ITK morphological contour interpolation (Fill between slices)",
                  "finetune": "LiverUNet, fine-tuned from the CV model that never saw the subject",
                  "scratch": "LiverUNet, from scratch on the painted slices only"}
+        methods = sorted({(r["mode"], r.get("tag", "")) for r in dens}, key=lambda m: (["mci", "finetune", "scratch"].index(m[0]), m[1]))
+        method_name = {m: names[m[0]] + (f" ({m[1]} CV model)" if m[1] else "") for m in methods}
         for k in sorted({r["k"] for r in dens}):
-            for mode in ("mci", "finetune", "scratch"):
-                rs = [r for r in dens if r["k"] == k and r["mode"] == mode]
+            for mode, tag in methods:
+                rs = [r for r in dens if r["k"] == k and (r["mode"], r.get("tag", "")) == (mode, tag)]
                 if not rs:
                     continue
                 d = [r["dice_scored_slices"] for r in rs]
-                plot_dens.setdefault(mode, {})[k] = (float(np.mean(d)), float(np.std(d)))
-                lines.append(f"| {k} | {names[mode]} | {len(rs)} | {_mean_sd(d)} | {_mean_sd([r['dice'] for r in rs])} | "
+                plot_dens.setdefault(mode + (f" ({tag})" if tag else ""), {})[k] = (float(np.mean(d)), float(np.std(d)))
+                lines.append(f"| {k} | {method_name[(mode, tag)]} | {len(rs)} | {_mean_sd(d)} | {_mean_sd([r['dice'] for r in rs])} | "
                              f"{_mean_sd([r['hd95_mm'] for r in rs])} | {_mean_sd([r['assd_mm'] for r in rs])} | {np.mean([r['seconds'] for r in rs]):.0f} |")
         lines.append("")
         for k in sorted({r["k"] for r in dens}):
-            for mode in ("mci", "finetune", "scratch"):
-                per = {r["subject"]: r for r in dens if r["k"] == k and r["mode"] == mode}
+            for mode, tag in methods:
+                per = {r["subject"]: r for r in dens if r["k"] == k and (r["mode"], r.get("tag", "")) == (mode, tag)}
                 if per:
-                    lines += _per_subject_table(f"k={k}, {names[mode]}: per subject (Dice on unpainted slices; "
+                    lines += _per_subject_table(f"k={k}, {method_name[(mode, tag)]}: per subject (Dice on unpainted slices; "
                                                 "HD95 and ASSD of the whole filled volume)", per, "dice_scored_slices")
     notes = output.with_name(output.stem + "_notes.md")
     if notes.is_file():  # hand-written context that survives regeneration
@@ -333,9 +337,11 @@ def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[f
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
     axes[0].legend()
     labels = {"mci": "contour interpolation (peer)", "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
-    for mode, values in dens.items():
+    for name, values in dens.items():
+        mode, _, tag = name.partition(" ")
         ks = sorted(values)
-        axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3, label=labels[mode])
+        axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3,
+                         label=labels[mode] + (f" {tag}" if tag else ""))
     axes[1].set(title="Densifying a painted volume", xlabel="k", ylabel="Dice on unpainted slices", ylim=(0.4, 1.0))
     if dens:
         axes[1].legend()
@@ -430,6 +436,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=["mci", "finetune", "scratch"])
     d.add_argument("--subjects", nargs="+", default=SUBJECTS)
+    d.add_argument("--tag", default="", help="fine-tune from this recipe variant's k=1 CV models (generalisation --tag)")
     r = sub.add_parser("report")
     r.add_argument("--output", type=Path, default=ROOT / "docs" / "accuracy.md")
     a = sub.add_parser("all", help="generalisation k=1,3,5, densify k=3,5,10 (all modes), then the report")
@@ -449,7 +456,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_generalisation(k, recipe, args.results, args.folds, args.tag)
     elif args.command == "densify":
         for k in args.k:
-            run_densify(k, args.modes, recipe, args.results, args.subjects)
+            run_densify(k, args.modes, recipe, args.results, args.subjects, args.tag)
     elif args.command == "report":
         report(args.results, args.output)
     elif args.command == "all":
