@@ -1,6 +1,6 @@
 """Whole-volume inference: slices in batches on the best device, back onto the exact input grid.
 
-Slices are taken perpendicular to the superior axis, normalised with whole-volume statistics,
+Slices are taken perpendicular to the superior axis, normalised with the model's statistics (body box or whole volume),
 resampled in plane to the model's spacing, padded with mirrored borders (overlap-tile for slices
 larger than ``max_tile``), run through every fold network, and the averaged probability is
 resampled back to the native slice size. Work goes batch by batch so memory stays bounded; a GPU
