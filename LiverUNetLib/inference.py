@@ -99,7 +99,7 @@ class _Predictor:
     def _prepare(self) -> None:
         """Inference copies of the fold networks (batch norm folded) on the device, channels_last."""
         self.networks = [_inference_network(net, self.device) for net in self.model.networks]
-        self.dtype = _inference_dtype(self.device) if self.config.half_precision else None
+        self.dtype = autocast_dtype(self.device) if self.config.half_precision else None  # GPU choice, or CPU bf16 where native
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Mean sigmoid probability of all fold networks for a padded batch on the device."""
@@ -153,11 +153,6 @@ class _Predictor:
         self._prepare()
         if previous.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _inference_dtype(device: torch.device) -> Optional[torch.dtype]:
-    """Reduced precision for the forward pass: the GPU's choice, or bfloat16 on CPUs with native support."""
-    return autocast_dtype(device)
 
 
 _INFERENCE_COPIES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()

@@ -130,9 +130,14 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
     return TrainConfig(**values)
 
 
+def _tagged(stem: str, tag: str) -> str:
+    """A tag keeps a recipe variant's files beside the default run's."""
+    return stem + (f"_{tag}" if tag else "")
+
+
 def _experiment(k: int, tag: str) -> str:
-    """File stem of a cross-validation experiment; a tag keeps a recipe variant beside the default."""
-    return f"generalisation_k{k}" + (f"_{tag}" if tag else "")
+    """File stem of a cross-validation experiment."""
+    return _tagged(f"generalisation_k{k}", tag)
 
 
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "") -> None:
@@ -194,7 +199,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
         index[axis] = sparse.annotated
         for mode in modes:
             tag = base_tag if mode == "finetune" else ""
-            out = results / (f"densify_k{k}_{mode}" + (f"_{tag}" if tag else "") + f"_s{s}.json")
+            out = results / f"{_tagged(f'densify_k{k}_{mode}', tag)}_s{s}.json"
             if out.exists():
                 continue
             started = time.perf_counter()
@@ -260,10 +265,13 @@ def report(results: Path, output: Path) -> None:
         lines += ["## New subjects (5-fold cross-validation by subject, all slices of held-out subjects)", "",
                   "| k (every k-th slice painted) | folds done | painted slices per fold (mean) | subjects | Dice | HD95 mm | ASSD mm | train s / fold |",
                   "|---|---|---|---|---|---|---|---|"]
-        groups = sorted({(r["k"], r.get("tag", "")) for r in gen})
+        by_group: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for r in gen:
+            by_group.setdefault((r["k"], r.get("tag", "")), []).append(r)
+        groups = sorted(by_group)
         label = {g: f"{g[0]}" + (f" ({g[1]})" if g[1] else "") for g in groups}
         for k, tag in groups:
-            rs = [r for r in gen if r["k"] == k and r.get("tag", "") == tag]
+            rs = by_group[(k, tag)]
             rows = [row for r in rs for row in r["subjects"].values()]
             d = [x["dice"] for x in rows]
             if not tag:
@@ -274,15 +282,16 @@ def report(results: Path, output: Path) -> None:
                          f"{_mean_sd(d)} | {_mean_sd([x['hd95_mm'] for x in rows])} | {_mean_sd([x['assd_mm'] for x in rows])} | "
                          f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
         lines += ["", "Per subject (Dice):", "", "| k | " + " | ".join(SUBJECTS) + " |", "|---" * (len(SUBJECTS) + 1) + "|"]
+        per_group = {g: {s: row for r in by_group[g] for s, row in r["subjects"].items()} for g in groups}
         for k, tag in groups:
-            per = {s: row["dice"] for r in gen if (r["k"], r.get("tag", "")) == (k, tag) for s, row in r["subjects"].items()}
+            per = {s: row["dice"] for s, row in per_group[(k, tag)].items()}
             lines.append(f"| {label[(k, tag)]} | " + " | ".join(f"{per[s]:.3f}" if s in per else "–" for s in SUBJECTS) + " |")
         lines.append("")
         for k, tag in groups:
-            per = {s: row for r in gen if (r["k"], r.get("tag", "")) == (k, tag) for s, row in r["subjects"].items()}
-            lines += _per_subject_table(f"k={label[(k, tag)]}: Dice, HD95 and ASSD per held-out subject", per, "dice")
+            lines += _per_subject_table(f"k={label[(k, tag)]}: Dice, HD95 and ASSD per held-out subject",
+                                        per_group[(k, tag)], "dice")
     dens = _load(results, "densify_k*_*.json")
-    plot_dens: dict[str, dict[int, tuple[float, float]]] = {}
+    plot_dens: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
     if dens:
         lines += ["## Densifying a painted volume (score on the unpainted slices, including beyond the first/last painted one)", "",
                   "| k | method | subjects | Dice (unpainted slices) | Dice (whole filled volume) | HD95 mm | ASSD mm | seconds / subject |",
@@ -290,21 +299,25 @@ def report(results: Path, output: Path) -> None:
         names = {"mci": "ITK morphological contour interpolation (Fill between slices)",
                  "finetune": "LiverUNet, fine-tuned from the CV model that never saw the subject",
                  "scratch": "LiverUNet, from scratch on the painted slices only"}
-        methods = sorted({(r["mode"], r.get("tag", "")) for r in dens}, key=lambda m: (["mci", "finetune", "scratch"].index(m[0]), m[1]))
+        by_run: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+        for r in dens:
+            by_run.setdefault((r["k"], r["mode"], r.get("tag", "")), []).append(r)
+        methods = sorted({(mode, tag) for _, mode, tag in by_run}, key=lambda m: (["mci", "finetune", "scratch"].index(m[0]), m[1]))
         method_name = {m: names[m[0]] + (f" ({m[1]} CV model)" if m[1] else "") for m in methods}
-        for k in sorted({r["k"] for r in dens}):
+        ks = sorted({k for k, _, _ in by_run})
+        for k in ks:
             for mode, tag in methods:
-                rs = [r for r in dens if r["k"] == k and (r["mode"], r.get("tag", "")) == (mode, tag)]
+                rs = by_run.get((k, mode, tag))
                 if not rs:
                     continue
                 d = [r["dice_scored_slices"] for r in rs]
-                plot_dens.setdefault(mode + (f" ({tag})" if tag else ""), {})[k] = (float(np.mean(d)), float(np.std(d)))
+                plot_dens.setdefault((mode, tag), {})[k] = (float(np.mean(d)), float(np.std(d)))
                 lines.append(f"| {k} | {method_name[(mode, tag)]} | {len(rs)} | {_mean_sd(d)} | {_mean_sd([r['dice'] for r in rs])} | "
                              f"{_mean_sd([r['hd95_mm'] for r in rs])} | {_mean_sd([r['assd_mm'] for r in rs])} | {np.mean([r['seconds'] for r in rs]):.0f} |")
         lines.append("")
-        for k in sorted({r["k"] for r in dens}):
+        for k in ks:
             for mode, tag in methods:
-                per = {r["subject"]: r for r in dens if r["k"] == k and (r["mode"], r.get("tag", "")) == (mode, tag)}
+                per = {r["subject"]: r for r in by_run.get((k, mode, tag), [])}
                 if per:
                     lines += _per_subject_table(f"k={k}, {method_name[(mode, tag)]}: per subject (Dice on unpainted slices; "
                                                 "HD95 and ASSD of the whole filled volume)", per, "dice_scored_slices")
@@ -317,7 +330,7 @@ def report(results: Path, output: Path) -> None:
     print(output.read_text())
 
 
-def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[float, float]]], path: Path,
+def _plot(gen: dict[int, tuple[float, float]], dens: dict[tuple[str, str], dict[int, tuple[float, float]]], path: Path,
           variants: Optional[dict[str, tuple[int, float, float]]] = None) -> None:
     try:
         import matplotlib
@@ -337,11 +350,10 @@ def _plot(gen: dict[int, tuple[float, float]], dens: dict[str, dict[int, tuple[f
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
     axes[0].legend()
     labels = {"mci": "contour interpolation (peer)", "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
-    for name, values in dens.items():
-        mode, _, tag = name.partition(" ")
+    for (mode, tag), values in dens.items():
         ks = sorted(values)
         axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3,
-                         label=labels[mode] + (f" {tag}" if tag else ""))
+                         label=labels[mode] + (f" ({tag})" if tag else ""))
     axes[1].set(title="Densifying a painted volume", xlabel="k", ylabel="Dice on unpainted slices", ylim=(0.4, 1.0))
     if dens:
         axes[1].legend()
