@@ -89,7 +89,7 @@ class LiverUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
-        self.logic = LiverUNetLogic(scheduler=QtTimerScheduler(), workerEnvironment=environment)
+        self.logic = LiverUNetLogic(scheduler=QtTimerScheduler(), workerEnvironment=environment, keepWorkerWarm=True)
         self.segmentPanel = SegmentPanel(self.ui, self.logic, lambda: self._parameterNode)
         self.trainPanel = TrainPanel(self.ui, self.logic, lambda: self._parameterNode,
                                      lambda path: self.segmentPanel.refreshModels(select=path))
@@ -102,6 +102,7 @@ class LiverUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Module closed or reloaded, or Slicer quits: stop running jobs (nothing half-written)."""
         if self.logic is not None:
             self.logic.cancelAll()
+            self.logic.shutdownWorker()
         self.setParameterNode(None)
         self.removeObservers()
 

@@ -346,6 +346,13 @@ def _run_job_file(job_path: Path, emit: Emit, cancel: CancelToken) -> int:
         watcher.stop()
 
 
+def _return_gpu_memory() -> None:
+    """A warm server waits between jobs: give the GPU memory PyTorch cached back to other programs."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     out = _json_stdout()
@@ -397,6 +404,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 code = _run_job_file(Path(line.strip()).expanduser(), emit, cancel)
             finally:
                 busy.clear()
+                _return_gpu_memory()
             if stopping.is_set():
                 break
     except KeyboardInterrupt:  # a signal while waiting for the next job

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModel
 from .logic import JobResult
 from .models import shippedModelPath
 from .options import Device, EffectMode, toDevice
+from .warm_worker import WarmJob, WarmWorker
 from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
 
 # Fine-tuning on one volume's painted slices: short, single fold, no validation split, and no
@@ -50,6 +51,7 @@ class EffectJob:
         workerCommand: Optional[Sequence[str]] = None,
         workerEnvironment: Optional[Mapping[str, str]] = None,
         tempRoot: Optional[Path] = None,
+        warmWorker: Optional[WarmWorker] = None,
     ) -> None:
         self.effect = effect
         self.mode = mode
@@ -64,9 +66,10 @@ class EffectJob:
         self.workerCommand = workerCommand
         self.workerEnvironment = workerEnvironment
         self.tempRoot = tempRoot
+        self.warmWorker = warmWorker  # segmenting runs there when it is free (fine-tuning never does)
         self.snapshot: Optional[EffectSnapshot] = None
         self._folder: Optional[Path] = None
-        self._process: Optional[WorkerProcess] = None
+        self._process: Optional[Union[WorkerProcess, WarmJob]] = None
         self._cancelled = False
         self._done = False
 
@@ -115,7 +118,8 @@ class EffectJob:
             self._end(JobResult(JobStatus.CANCELLED, "Cancelled; nothing was changed."))
             return
         job = SegmentJob(self._folder / "source.nrrd", self._folder / "liver.nrrd", model, self.device, False)
-        self._run(job.toDict(), "segment", 1.0 - offset, offset, lambda outcome: self._write(job.output, outcome))
+        self._run(job.toDict(), "segment", 1.0 - offset, offset, lambda outcome: self._write(job.output, outcome),
+                  warm=True)
 
     def _write(self, output: Path, outcome: WorkerOutcome) -> None:
         from LiverUNetLib.image_io import read_image
@@ -129,7 +133,8 @@ class EffectJob:
                             list(outcome.result.get("warnings") or [])))
 
     # --- plumbing -------------------------------------------------------------------------------
-    def _run(self, job: dict, name: str, share: float, offset: float, then: Callable[[WorkerOutcome], None]) -> None:
+    def _run(self, job: dict, name: str, share: float, offset: float, then: Callable[[WorkerOutcome], None],
+             warm: bool = False) -> None:
         assert self._folder is not None
 
         def onEvent(event: WorkerEvent) -> None:
@@ -152,8 +157,11 @@ class EffectJob:
             except Exception as error:  # report, never leave the segment half-changed
                 self._end(JobResult(JobStatus.FAILED, f"Could not use the worker's result: {type(error).__name__}: {error}"))
 
-        self._process = WorkerProcess(job, self._folder / name, self.scheduler, onEvent, onDone,
-                                      command=self.workerCommand, env=self.workerEnvironment)
+        if warm and self.warmWorker is not None and self.warmWorker.idle:
+            self._process = self.warmWorker.job(job, self._folder / name, self.scheduler, onEvent, onDone)
+        else:
+            self._process = WorkerProcess(job, self._folder / name, self.scheduler, onEvent, onDone,
+                                          command=self.workerCommand, env=self.workerEnvironment)
         self._process.start()
 
     def _end(self, result: JobResult) -> None:

@@ -37,6 +37,7 @@ from .options import Device, toDevice
 from .painted import paintedSlicesOfMask, segmentMask, sparseLabelFromSegment
 from .segmentation_geometry import requireWritableOnVolumeGrid
 from .subject_hierarchy import placeBeside
+from .warm_worker import WarmJob, WarmWorker
 from .worker_runner import (BlockingScheduler, EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome,
                             WorkerProcess)
 
@@ -87,7 +88,7 @@ FinishedCallback = Callable[[JobResult], None]
 class JobHandle:
     """A running job: ``cancel()`` it, or ask whether it is still ``running``."""
 
-    def __init__(self, process: WorkerProcess) -> None:
+    def __init__(self, process: Union[WorkerProcess, WarmJob]) -> None:
         self._process = process
 
     @property
@@ -113,7 +114,10 @@ class LiverUNetLogic:
         workerCommand: Optional[Sequence[str]] = None,
         workerEnvironment: Optional[Mapping[str, str]] = None,
         tempRoot: Optional[Path] = None,
+        keepWorkerWarm: bool = False,
     ) -> None:
+        """``keepWorkerWarm``: segment in one long-lived worker process (:mod:`.warm_worker`), so every
+        segmentation after the first skips the worker's start-up; the GUI and the effect turn it on."""
         self.scheduler = scheduler
         self.modelLibrary = modelLibrary or ModelLibrary()
         self.workerCommand = list(workerCommand) if workerCommand else None
@@ -121,6 +125,7 @@ class LiverUNetLogic:
         self.tempRoot = tempRoot
         self._backups: dict[str, SegmentBackup] = {}
         self._jobs: list[JobHandle] = []
+        self.warmWorker = WarmWorker(self.workerCommand, self.workerEnvironment) if keepWorkerWarm else None
 
     # --- segmenting -----------------------------------------------------------------------------
     def segmentLiver(self, volumeNode, segmentationNode=None, model: ModelArg = None, device=None,
@@ -168,7 +173,7 @@ class LiverUNetLogic:
             placeBeside(target, volumeNode)
             return JobResult(JobStatus.SUCCEEDED, "", target, list(outcome.result.get("warnings") or []))
 
-        return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler)
+        return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler, warm=True)
 
     def restorePreviousLiver(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> bool:
         """Undo the last result written into ``segmentationNode``; False when there is nothing to undo."""
@@ -273,7 +278,7 @@ class LiverUNetLogic:
             try:
                 self._wait(lambda scheduler, done, job=job: self._start(
                     job.toDict(), newWorkDir(self.tempRoot), lambda outcome: JobResult(JobStatus.SUCCEEDED),
-                    None, onLog, done, scheduler), None)
+                    None, onLog, done, scheduler, warm=True), None)
                 written.append(target)
                 if onLog:
                     onLog(f"{source} -> {target}")
@@ -291,6 +296,11 @@ class LiverUNetLogic:
         for handle in self._jobs:
             handle.cancel()
 
+    def shutdownWorker(self) -> None:
+        """Stop the warm worker process, if any (module closed); the next job starts a fresh one."""
+        if self.warmWorker is not None:
+            self.warmWorker.shutdown()
+
     @property
     def busy(self) -> bool:
         return any(handle.running for handle in self._jobs)
@@ -298,7 +308,8 @@ class LiverUNetLogic:
     def _start(self, job: dict, workDir: Path, finish: Callable[[WorkerOutcome], JobResult],
                onProgress: Optional[ProgressCallback], onLog: Optional[LogCallback],
                onFinished: Optional[FinishedCallback], scheduler: Optional[Scheduler],
-               onNotSucceeded: Optional[Callable[[], None]] = None) -> JobHandle:
+               onNotSucceeded: Optional[Callable[[], None]] = None, warm: bool = False) -> JobHandle:
+        """Run ``job`` in a worker; ``warm`` jobs (segmentation) use the warm worker when it is free."""
         scheduler = scheduler or self.scheduler
         if scheduler is None:
             raise RuntimeError("No scheduler: pass one (the GUI passes a QTimer scheduler) or use the blocking form.")
@@ -325,8 +336,11 @@ class LiverUNetLogic:
             if onFinished is not None:
                 onFinished(result)
 
-        process = WorkerProcess(job, workDir, scheduler, onEvent, onDone, command=self.workerCommand,
-                                env=self.workerEnvironment)
+        if warm and self.warmWorker is not None and self.warmWorker.idle:
+            process: Union[WorkerProcess, WarmJob] = self.warmWorker.job(job, workDir, scheduler, onEvent, onDone)
+        else:
+            process = WorkerProcess(job, workDir, scheduler, onEvent, onDone, command=self.workerCommand,
+                                    env=self.workerEnvironment)
         handle = JobHandle(process)
         self._jobs.append(handle)
         process.start()

@@ -129,6 +129,33 @@ def libraryRoot() -> Path:
     return Path(LiverUNetLib.__file__).resolve().parent.parent
 
 
+def childEnvironment(env: Optional[Mapping[str, str]]) -> dict[str, str]:
+    """The worker's environment: ``env`` (or this process's) with LiverUNetLib importable and unbuffered output."""
+    result = dict(env if env is not None else os.environ)
+    root = str(libraryRoot())
+    result["PYTHONPATH"] = root + (os.pathsep + result["PYTHONPATH"] if result.get("PYTHONPATH") else "")
+    result["PYTHONUNBUFFERED"] = "1"
+    result.setdefault("PYTHONIOENCODING", "utf-8")
+    return result
+
+
+def crashMessage(returnCode: int, tail: Sequence[str]) -> str:
+    """What to tell the user when the worker ended without a protocol answer."""
+    if returnCode < 0:
+        how = f"was killed by signal {-returnCode}"
+        if -returnCode == getattr(signal, "SIGKILL", 9):
+            how += " (often: the computer ran out of memory)"
+    elif returnCode == 0:
+        how = "ended without reporting a result"
+    else:
+        how = f"stopped unexpectedly with exit code {returnCode}"
+    lines = "\n".join(list(tail)[-8:])
+    message = f"The LiverUNet worker process {how}. Nothing was changed."
+    if lines:
+        message += f"\nLast output:\n{lines}"
+    return message
+
+
 class WorkerProcess:
     """One worker job: start it, poll it through the scheduler, cancel it, get one outcome.
 
@@ -194,7 +221,7 @@ class WorkerProcess:
                 encoding="utf-8",
                 errors="replace",
                 bufsize=1,
-                env=self._childEnvironment(),
+                env=childEnvironment(self._env),
                 **_newProcessGroupArgs(),
             )
         except OSError as error:
@@ -240,14 +267,6 @@ class WorkerProcess:
         self._scheduler.callLater(self._pollMs, self.poll)
 
     # --- internals ------------------------------------------------------------------------------
-    def _childEnvironment(self) -> dict[str, str]:
-        env = dict(self._env if self._env is not None else os.environ)
-        root = str(libraryRoot())
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        env.setdefault("PYTHONIOENCODING", "utf-8")
-        return env
-
     def _readStdout(self, process: subprocess.Popen) -> None:
         assert process.stdout is not None
         try:
@@ -278,22 +297,7 @@ class WorkerProcess:
             return WorkerOutcome(JobStatus.SUCCEEDED, "", self._result, returnCode)
         if self._error is not None:
             return WorkerOutcome(JobStatus.FAILED, self._error, {}, returnCode)
-        return WorkerOutcome(JobStatus.FAILED, self._crashMessage(returnCode), {}, returnCode)
-
-    def _crashMessage(self, returnCode: int) -> str:
-        if returnCode < 0:
-            how = f"was killed by signal {-returnCode}"
-            if -returnCode == getattr(signal, "SIGKILL", 9):
-                how += " (often: the computer ran out of memory)"
-        elif returnCode == 0:
-            how = "ended without reporting a result"
-        else:
-            how = f"stopped unexpectedly with exit code {returnCode}"
-        tail = "\n".join(list(self._tail)[-8:])
-        message = f"The LiverUNet worker process {how}. Nothing was changed."
-        if tail:
-            message += f"\nLast output:\n{tail}"
-        return message
+        return WorkerOutcome(JobStatus.FAILED, crashMessage(returnCode, self._tail), {}, returnCode)
 
     def _finish(self, outcome: WorkerOutcome) -> None:
         if self._finished:

@@ -70,15 +70,18 @@ def main(argv: Sequence[str]) -> int:
 
     args = parseArguments(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    logic = LiverUNetLogic()
+    logic = LiverUNetLogic(keepWorkerWarm=True)  # one worker process for all the files
     failures = []
-    for source in args.inputs:
-        try:
-            target = segmentOne(logic, source, args.output_dir, args.model, args.device, args.tta)
-            print(f"{source} -> {target}", flush=True)
-        except LiverUNetError as error:
-            failures.append(f"{source}: {error}")
-            print(f"{source}: FAILED: {error}", flush=True)
+    try:
+        for source in args.inputs:
+            try:
+                target = segmentOne(logic, source, args.output_dir, args.model, args.device, args.tta)
+                print(f"{source} -> {target}", flush=True)
+            except LiverUNetError as error:
+                failures.append(f"{source}: {error}")
+                print(f"{source}: FAILED: {error}", flush=True)
+    finally:
+        logic.shutdownWorker()
     if failures:
         print(f"{len(failures)} of {len(args.inputs)} files failed:\n" + "\n".join(failures), flush=True)
     return 1 if failures else 0

@@ -23,6 +23,7 @@ from LiverUNetSlicerLib.effect_jobs import FILL_SETTINGS, EffectJob
 from LiverUNetSlicerLib.logic import JobResult
 from LiverUNetSlicerLib.models import ModelLibrary
 from LiverUNetSlicerLib.options import Device, EffectMode
+from LiverUNetSlicerLib.warm_worker import WarmWorker
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
 MODE, MODEL, DEVICE, EPOCHS = "LiverUNet.Mode", "LiverUNet.ModelPath", "LiverUNet.Device", "LiverUNet.FillEpochs"
@@ -46,6 +47,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.job: Optional[EffectJob] = None
         self.library = ModelLibrary()
+        self.warmWorker: Optional[WarmWorker] = None  # started on the first Apply, kept for the next ones
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -136,13 +138,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if not self.scriptedEffect.confirmCurrentSegmentVisible() or not ensureTorch():
             return
         modelText = self.scriptedEffect.parameter(MODEL)
+        environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+        if self.warmWorker is None:
+            self.warmWorker = WarmWorker(env=environment)
         self.job = EffectJob(
             self.scriptedEffect, self.mode(), QtTimerScheduler(), slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet,
             model=Path(modelText) if modelText else None,
             device=enumParameter(Device, self.scriptedEffect.parameter(DEVICE), Device.AUTO),
             fillSettings={"epochs": self.scriptedEffect.integerParameter(EPOCHS)},
             onProgress=self.onProgress, onFinished=self.onFinished,
-            workerEnvironment=slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None)
+            workerEnvironment=environment, warmWorker=self.warmWorker)
         try:
             self.job.start()
         except LiverUNetError as error:
@@ -177,3 +182,5 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def cleanup(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel()
+        if self.warmWorker is not None:
+            self.warmWorker.shutdown()
