@@ -16,7 +16,6 @@ memory is returned to the system when its own process ends. The server quits by 
 from __future__ import annotations
 
 import atexit
-import json
 import queue
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .worker_runner import (EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, _END,
                             _newProcessGroupArgs, _terminateTree, childEnvironment, crashMessage,
-                            defaultPythonExecutable, parseLine)
+                            defaultPythonExecutable, parseLine, writeCancelFile, writeJobFile)
 
 
 class _Server:
@@ -198,8 +197,7 @@ class WarmJob:
 
     def start(self) -> None:
         self._started = True
-        self.workDir.mkdir(parents=True, exist_ok=True)
-        self.jobPath.write_text(json.dumps(self.job, indent=1), encoding="utf-8")
+        writeJobFile(self.jobPath, self.job)
         for attempt in range(2):  # a server that died while idle is replaced once
             try:
                 self._server = self._owner._claim(self)
@@ -218,10 +216,7 @@ class WarmJob:
         if self._finished or self._cancelRequestedAt is not None:
             return
         self._cancelRequestedAt = time.monotonic()
-        try:
-            Path(str(self.jobPath) + ".cancel").write_text("cancel", encoding="utf-8")
-        except OSError:
-            pass
+        writeCancelFile(self.jobPath)
 
     def poll(self) -> None:
         if self._finished or self._server is None:

@@ -139,6 +139,20 @@ def childEnvironment(env: Optional[Mapping[str, str]]) -> dict[str, str]:
     return result
 
 
+def writeJobFile(jobPath: Path, job: Mapping[str, Any]) -> None:
+    """The job as the worker reads it (its folder is created)."""
+    jobPath.parent.mkdir(parents=True, exist_ok=True)
+    jobPath.write_text(json.dumps(dict(job), indent=1), encoding="utf-8")
+
+
+def writeCancelFile(jobPath: Path) -> None:
+    """The worker polls for ``<job>.cancel`` and stops the job, removing its partial outputs."""
+    try:
+        Path(str(jobPath) + ".cancel").write_text("cancel", encoding="utf-8")
+    except OSError:
+        pass
+
+
 def crashMessage(returnCode: int, tail: Sequence[str]) -> str:
     """What to tell the user when the worker ended without a protocol answer."""
     if returnCode < 0:
@@ -209,8 +223,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         """Write the job file and start the process; errors starting it finish the job as FAILED."""
-        self.workDir.mkdir(parents=True, exist_ok=True)
-        self.jobPath.write_text(json.dumps(self.job, indent=1), encoding="utf-8")
+        writeJobFile(self.jobPath, self.job)
         try:
             self._process = subprocess.Popen(
                 [*self._command, str(self.jobPath)],
@@ -236,10 +249,7 @@ class WorkerProcess:
         if self._finished or self._cancelRequestedAt is not None:
             return
         self._cancelRequestedAt = time.monotonic()
-        try:
-            Path(str(self.jobPath) + ".cancel").write_text("cancel", encoding="utf-8")
-        except OSError:
-            pass
+        writeCancelFile(self.jobPath)
         if self._process is not None and self._process.poll() is None:
             _terminateTree(self._process, force=False)
 
