@@ -1,0 +1,52 @@
+"""Where does a held-out CV model go wrong? Per-slice Dice, false and missed voxels for chosen subjects.
+
+Each subject is segmented by the dense cross-validation fold model that never saw it
+(``bench/accuracy.py generalisation --k 1 [--tag TAG]`` must have run)::
+
+    python bench/per_slice_errors.py --results runs/accuracy --tag e120 5 13
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.accuracy import fold_of, load_subject  # noqa: E402
+from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("subjects", nargs="+")
+    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for subject in args.subjects:
+        image, _, liver = load_subject(subject)
+        model = args.results / "models" / f"generalisation_k1{'_' + args.tag if args.tag else ''}_fold{fold_of(subject)}.pt"
+        prediction = segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
+        reference = liver.array > 0
+        axis = liver.slice_axis()
+        print(f"subject {subject} (model {model.name}; slices along array axis {axis})")
+        for index in range(reference.shape[axis]):
+            ref, pred = np.take(reference, index, axis=axis), np.take(prediction, index, axis=axis)
+            if not ref.any() and not pred.any():
+                continue
+            dice = 2 * (ref & pred).sum() / (ref.sum() + pred.sum())
+            print(f"  slice {index:2d}: reference {ref.sum():6d}  predicted {pred.sum():6d}  Dice {dice:.3f}  "
+                  f"false {(pred & ~ref).sum():5d}  missed {(ref & ~pred).sum():5d}")
+        print(f"  total: false {(prediction & ~reference).sum()}, missed {(reference & ~prediction).sum()}, "
+              f"reference {reference.sum()} voxels")
+
+
+if __name__ == "__main__":
+    main()
