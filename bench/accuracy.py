@@ -259,8 +259,7 @@ def report(results: Path, output: Path) -> None:
              f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; data: `../shared/data/chaos-mr-t2` "
              "(15 subjects, manual labels, CC BY-NC-SA 4.0).", ""]
     gen = _load(results, "generalisation_k*_fold*.json")
-    plot_gen: dict[int, tuple[float, float]] = {}
-    plot_variants: dict[str, tuple[int, float, float]] = {}
+    plot_gen: dict[str, dict[int, tuple[float, float]]] = {}  # recipe tag -> k -> (mean, sd)
     if gen:
         lines += ["## New subjects (5-fold cross-validation by subject, all slices of held-out subjects)", "",
                   "| k (every k-th slice painted) | folds done | painted slices per fold (mean) | subjects | Dice | HD95 mm | ASSD mm | train s / fold |",
@@ -274,10 +273,7 @@ def report(results: Path, output: Path) -> None:
             rs = by_group[(k, tag)]
             rows = [row for r in rs for row in r["subjects"].values()]
             d = [x["dice"] for x in rows]
-            if not tag:
-                plot_gen[k] = (float(np.mean(d)), float(np.std(d)))
-            else:
-                plot_variants[label[(k, tag)]] = (k, float(np.mean(d)), float(np.std(d)))
+            plot_gen.setdefault(tag, {})[k] = (float(np.mean(d)), float(np.std(d)))
             lines.append(f"| {label[(k, tag)]} | {len(rs)}/{FOLDS} | {np.mean([r['annotated_slices'] for r in rs]):.0f} | {len(rows)} | "
                          f"{_mean_sd(d)} | {_mean_sd([x['hd95_mm'] for x in rows])} | {_mean_sd([x['assd_mm'] for x in rows])} | "
                          f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
@@ -326,12 +322,13 @@ def report(results: Path, output: Path) -> None:
         lines += ["", notes.read_text()]
     lines += ["", f"![Dice against k]({output.with_suffix('.png').name})"]
     output.write_text("\n".join(lines) + "\n")
-    _plot(plot_gen, plot_dens, output.with_suffix(".png"), plot_variants)
+    _plot(plot_gen, plot_dens, output.with_suffix(".png"))
     print(output.read_text())
 
 
-def _plot(gen: dict[int, tuple[float, float]], dens: dict[tuple[str, str], dict[int, tuple[float, float]]], path: Path,
-          variants: Optional[dict[str, tuple[int, float, float]]] = None) -> None:
+def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, str], dict[int, tuple[float, float]]],
+          path: Path) -> None:
+    """Dice against k: one line per recipe tag for new subjects, one per (method, tag) for densifying."""
     try:
         import matplotlib
 
@@ -341,11 +338,11 @@ def _plot(gen: dict[int, tuple[float, float]], dens: dict[tuple[str, str], dict[
         print("matplotlib is not installed (pip install -e .[bench]); no plot written")
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    if gen:
-        ks = sorted(gen)
-        axes[0].errorbar(ks, [gen[k][0] for k in ks], [gen[k][1] for k in ks], marker="o", capsize=3, label="LiverUNet")
-    for name, (k, mean, sd) in (variants or {}).items():
-        axes[0].errorbar([k + 0.15], [mean], [sd], marker="s", capsize=3, linestyle="none", label=f"LiverUNet, k={name}")
+    for offset, tag in enumerate(sorted(gen)):
+        values = gen[tag]
+        ks = sorted(values)
+        axes[0].errorbar([k + 0.1 * offset for k in ks], [values[k][0] for k in ks], [values[k][1] for k in ks],
+                         marker="o", capsize=3, label="LiverUNet" + (f" ({tag})" if tag else ""))
     axes[0].axhline(0.83, color="grey", linestyle="--", label="published Keras study (0.83)")
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
     axes[0].legend()
