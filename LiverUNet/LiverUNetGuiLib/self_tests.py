@@ -155,3 +155,21 @@ def checkTrainSegmentAndFill(test) -> None:
         test.assertTrue(liverId != "")
         test.assertTrue(logic.restorePreviousLiver(result))
         test.assertIsNone(result.GetSegmentation().GetSegment(liverId))
+        checkWarmWorker(test, volume, model)
+
+
+def checkWarmWorker(test, volume, model: Path) -> None:
+    """The GUI's warm worker (a PythonSlicer --serve process) answers two clicks from one process."""
+    import LiverUNet
+
+    environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+    logic = LiverUNet.LiverUNetLogic(workerEnvironment=environment, keepWorkerWarm=True)
+    try:
+        first = logic.segmentLiver(volume, None, model, "cpu", timeoutSeconds=600)
+        pid = logic.warmWorker.pid
+        test.assertIsNotNone(pid)
+        second = logic.segmentLiver(volume, first, model, "cpu", timeoutSeconds=600)
+        test.assertIs(second, first)
+        test.assertEqual(logic.warmWorker.pid, pid)
+    finally:
+        logic.shutdownWorker()
