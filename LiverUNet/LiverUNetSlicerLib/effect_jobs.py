@@ -22,7 +22,7 @@ from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModel
 from .logic import JobResult
 from .models import shippedModelPath
 from .options import Device, EffectMode, toDevice
-from .warm_worker import WarmJob, WarmWorker
+from .warm_worker import WarmJob, WarmWorker, newWorkerJob
 from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
 
 # Fine-tuning on one volume's painted slices: short, single fold, no validation split, and no
@@ -157,11 +157,8 @@ class EffectJob:
             except Exception as error:  # report, never leave the segment half-changed
                 self._end(JobResult(JobStatus.FAILED, f"Could not use the worker's result: {type(error).__name__}: {error}"))
 
-        if warm and self.warmWorker is not None and self.warmWorker.idle:
-            self._process = self.warmWorker.job(job, self._folder / name, self.scheduler, onEvent, onDone)
-        else:
-            self._process = WorkerProcess(job, self._folder / name, self.scheduler, onEvent, onDone,
-                                          command=self.workerCommand, env=self.workerEnvironment)
+        self._process = newWorkerJob(job, self._folder / name, self.scheduler, onEvent, onDone, self.workerCommand,
+                                     self.workerEnvironment, self.warmWorker if warm else None)
         self._process.start()
 
     def _end(self, result: JobResult) -> None:

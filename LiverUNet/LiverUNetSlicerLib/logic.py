@@ -37,7 +37,7 @@ from .options import Device, toDevice
 from .painted import paintedSlicesOfMask, segmentMask, sparseLabelFromSegment
 from .segmentation_geometry import requireWritableOnVolumeGrid
 from .subject_hierarchy import placeBeside
-from .warm_worker import WarmJob, WarmWorker
+from .warm_worker import WarmJob, WarmWorker, newWorkerJob
 from .worker_runner import (BlockingScheduler, EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome,
                             WorkerProcess)
 
@@ -336,11 +336,8 @@ class LiverUNetLogic:
             if onFinished is not None:
                 onFinished(result)
 
-        if warm and self.warmWorker is not None and self.warmWorker.idle:
-            process: Union[WorkerProcess, WarmJob] = self.warmWorker.job(job, workDir, scheduler, onEvent, onDone)
-        else:
-            process = WorkerProcess(job, workDir, scheduler, onEvent, onDone, command=self.workerCommand,
-                                    env=self.workerEnvironment)
+        process = newWorkerJob(job, workDir, scheduler, onEvent, onDone, self.workerCommand, self.workerEnvironment,
+                               self.warmWorker if warm else None)
         handle = JobHandle(process)
         self._jobs.append(handle)
         process.start()

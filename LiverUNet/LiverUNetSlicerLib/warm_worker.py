@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .worker_runner import (EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, _END,
+from .worker_runner import (EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess, _END,
                             _newProcessGroupArgs, _terminateTree, childEnvironment, crashMessage,
                             defaultPythonExecutable, parseLine, writeCancelFile, writeJobFile)
 
@@ -268,3 +268,13 @@ class WarmJob:
             self._onFinished(outcome)
         finally:
             shutil.rmtree(self.workDir, ignore_errors=True)
+
+
+def newWorkerJob(job: Mapping[str, Any], workDir: Path, scheduler: Scheduler,
+                 onEvent: Callable[[WorkerEvent], None], onFinished: Callable[[WorkerOutcome], None],
+                 command: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None,
+                 warmWorker: Optional[WarmWorker] = None) -> "WorkerProcess | WarmJob":
+    """A job (not yet started) on ``warmWorker`` when one is given and free, else in a fresh process."""
+    if warmWorker is not None and warmWorker.idle:
+        return warmWorker.job(job, workDir, scheduler, onEvent, onFinished)
+    return WorkerProcess(job, workDir, scheduler, onEvent, onFinished, command=command, env=env)
