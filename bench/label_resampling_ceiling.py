@@ -56,9 +56,10 @@ class SubjectCeiling:
     model_dice_interpolated: Optional[float] = None  # ... and against the interpolated label
 
 
-def read_labels(subject: str) -> tuple[np.ndarray, float]:
+def read_labels(subject: str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The label array (KJI) and its (x, y, z) spacing in mm."""
     image = sitk.ReadImage(str(DATA / "labels" / f"label_{subject}.nii.gz"))
-    return sitk.GetArrayFromImage(image), float(image.GetSpacing()[2])
+    return sitk.GetArrayFromImage(image), tuple(float(v) for v in image.GetSpacing())
 
 
 def duplicated_slices(labels: np.ndarray) -> list[int]:
@@ -145,9 +146,8 @@ def held_out_prediction(subject: str, models: Path, tag: str) -> np.ndarray:
 
 
 def subject_ceiling(subject: str, models: Optional[Path] = None, cv_tag: Optional[str] = None) -> SubjectCeiling:
-    labels, spacing_z = read_labels(subject)
-    image = sitk.ReadImage(str(DATA / "labels" / f"label_{subject}.nii.gz"))
-    in_plane = (float(image.GetSpacing()[0]), float(image.GetSpacing()[1]))
+    labels, (spacing_x, spacing_y, spacing_z) = read_labels(subject)
+    in_plane = (spacing_x, spacing_y)
     duplicates = duplicated_slices(labels)
     r, c, misses = fit_mapping(labels, duplicates)
     liver = labels == LIVER
