@@ -67,6 +67,7 @@ class Recipe:
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
     densify_appearance_augmentation: bool = False
+    seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """``["epochs=60", "intensity_region=volume"]`` -> a recipe with those fields changed (typed)."""
@@ -156,7 +157,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
         model_path = results / "models" / f"{_experiment(k, tag)}_fold{fold}.pt"
         started = time.perf_counter()
-        trained = train(cases, train_config(recipe, seed=fold), model_path, resume=True,
+        trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed), model_path, resume=True,
                         progress=lambda e: print(f"  k={k} fold={fold} {e.message} loss={e.loss}", flush=True) if e.epoch and e.epoch % 10 == 0 else None)
         seconds = time.perf_counter() - started
         rows = {}
