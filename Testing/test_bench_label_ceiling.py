@@ -49,5 +49,5 @@ def test_interpolation_moves_each_slice_to_its_true_position():
         true_radius = np.interp(position, np.arange(12), radius)
         measured = np.sqrt(moved[j].sum() / np.pi)
         assert measured == pytest.approx(true_radius, abs=0.7)
-    agreement = ceiling.dice(labels, moved)
+    agreement = ceiling.mask_dice(labels, moved)
     assert 0.8 < agreement < 1.0  # the stored nearest-neighbour slices really sit off their positions

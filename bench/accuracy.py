@@ -94,6 +94,12 @@ def fold_of(subject: str) -> int:
     return int(np.flatnonzero(order == SUBJECTS.index(subject))[0] % FOLDS)
 
 
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    total = a.sum() + b.sum()
+    return float(1.0 if total == 0 else 2 * (a & b).sum() / total)
+
+
 def metrics_row(reference: Volume, prediction: Volume, slices: Optional[np.ndarray] = None) -> dict[str, float]:
     """Dice/HD95/ASSD of the whole volume, and Dice restricted to ``slices`` when given."""
     m = evaluate(reference, prediction)
@@ -102,8 +108,7 @@ def metrics_row(reference: Volume, prediction: Volume, slices: Optional[np.ndarr
         axis = reference.slice_axis()
         ref = np.take(reference.array > 0, slices, axis=axis)
         pred = np.take(prediction.array > 0, slices, axis=axis)
-        total = ref.sum() + pred.sum()
-        row["dice_scored_slices"] = float(1.0 if total == 0 else 2 * (ref & pred).sum() / total)
+        row["dice_scored_slices"] = mask_dice(ref, pred)
     return row
 
 
@@ -141,6 +146,18 @@ def _experiment(k: int, tag: str) -> str:
     return _tagged(f"generalisation_k{k}", tag)
 
 
+def fold_model_path(results: Path, k: int, tag: str, fold: int) -> Path:
+    """Where a cross-validation fold model is kept."""
+    return results / "models" / f"{_experiment(k, tag)}_fold{fold}.pt"
+
+
+def held_out_mask(results: Path, subject: str, tag: str = "") -> np.ndarray:
+    """The liver mask (KJI) of the dense CV fold model that never saw ``subject``."""
+    image, _, _ = load_subject(subject)
+    model = fold_model_path(results, 1, tag, fold_of(subject))
+    return segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
+
+
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "") -> None:
     from LiverUNetLib.training import TrainingCase, train
 
@@ -155,7 +172,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
                 continue
             image, dense, _ = load_subject(s)
             cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
-        model_path = results / "models" / f"{_experiment(k, tag)}_fold{fold}.pt"
+        model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
         trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed), model_path, resume=True,
                         progress=lambda e: print(f"  k={k} fold={fold} {e.message} loss={e.loss}", flush=True) if e.epoch and e.epoch % 10 == 0 else None)
@@ -209,7 +226,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
             else:
                 init = None
                 if mode == "finetune":
-                    init = results / "models" / f"{_experiment(1, tag)}_fold{fold_of(s)}.pt"
+                    init = fold_model_path(results, 1, tag, fold_of(s))
                     if not init.exists():
                         print(f"skip finetune for {s}: {init} missing (run generalisation --k 1 first)")
                         continue
@@ -376,7 +393,7 @@ def ship(k: int, results: Path, destination: Path, tag: str = "") -> None:
     records = _load(results, f"{_experiment(k, tag)}_fold*.json")
     if len(records) != FOLDS:
         raise SystemExit(f"need all {FOLDS} folds of k={k}; have {len(records)}")
-    models = [load_model(results / "models" / f"{_experiment(k, tag)}_fold{r['fold']}.pt") for r in records]
+    models = [load_model(fold_model_path(results, k, tag, r["fold"])) for r in records]
     rows = [row for r in records for row in r["subjects"].values()]
     dice = [x["dice"] for x in rows]
     model = LiverModel([m.networks[0] for m in models], models[0].network_config, models[0].preprocess)

@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.accuracy import DATA, SUBJECTS, fold_of, load_subject  # noqa: E402
+from bench.accuracy import DATA, SUBJECTS, held_out_mask, mask_dice  # noqa: E402
 
 LIVER = 1
 
@@ -132,20 +132,7 @@ def interpolated_liver(liver: np.ndarray, r: float, c: float, spacing_mm: tuple[
     return out
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
-
-
-def held_out_prediction(subject: str, models: Path, tag: str) -> np.ndarray:
-    """The liver mask from the CV fold model that never saw ``subject``, in the label's KJI array order."""
-    from LiverUNetLib.inference import InferenceConfig, segment_volume
-
-    image, _, _ = load_subject(subject)
-    model = models / f"generalisation_k1{'_' + tag if tag else ''}_fold{fold_of(subject)}.pt"
-    return segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
-
-
-def subject_ceiling(subject: str, models: Optional[Path] = None, cv_tag: Optional[str] = None) -> SubjectCeiling:
+def subject_ceiling(subject: str, results: Optional[Path] = None, cv_tag: Optional[str] = None) -> SubjectCeiling:
     labels, (spacing_x, spacing_y, spacing_z) = read_labels(subject)
     in_plane = (spacing_x, spacing_y)
     duplicates = duplicated_slices(labels)
@@ -153,11 +140,11 @@ def subject_ceiling(subject: str, models: Optional[Path] = None, cv_tag: Optiona
     liver = labels == LIVER
     moved = interpolated_liver(liver, r, c, in_plane)
     row = SubjectCeiling(subject, len(labels), int(liver.any(axis=(1, 2)).sum()), duplicates, round(r, 4),
-                         round(spacing_z / r, 2), misses, round(dice(liver, moved), 4))
-    if models is not None and cv_tag is not None:
-        prediction = held_out_prediction(subject, models, cv_tag)
-        row.model_dice_stored = round(dice(prediction, liver), 4)
-        row.model_dice_interpolated = round(dice(prediction, moved), 4)
+                         round(spacing_z / r, 2), misses, round(mask_dice(liver, moved), 4))
+    if results is not None and cv_tag is not None:
+        prediction = held_out_mask(results, subject, cv_tag)
+        row.model_dice_stored = round(mask_dice(prediction, liver), 4)
+        row.model_dice_interpolated = round(mask_dice(prediction, moved), 4)
     return row
 
 
@@ -171,7 +158,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for s in SUBJECTS:
-        row = subject_ceiling(s, args.results / "models", args.cv_tag)
+        row = subject_ceiling(s, args.results, args.cv_tag)
         rows.append(row)
         checked = "" if row.model_dice_stored is None else (
             f", model Dice {row.model_dice_stored:.4f} stored / {row.model_dice_interpolated:.4f} interpolated")

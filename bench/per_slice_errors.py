@@ -18,8 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.accuracy import fold_of, load_subject  # noqa: E402
-from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
+from bench.accuracy import fold_model_path, fold_of, held_out_mask, load_subject, mask_dice  # noqa: E402
 
 
 def main() -> None:
@@ -31,9 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for subject in args.subjects:
-        image, _, liver = load_subject(subject)
-        model = args.results / "models" / f"generalisation_k1{'_' + args.tag if args.tag else ''}_fold{fold_of(subject)}.pt"
-        prediction = segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
+        _, _, liver = load_subject(subject)
+        model = fold_model_path(args.results, 1, args.tag, fold_of(subject))
+        prediction = held_out_mask(args.results, subject, args.tag)
         reference = liver.array > 0
         axis = liver.slice_axis()
         print(f"subject {subject} (model {model.name}; slices along array axis {axis})")
@@ -41,8 +40,7 @@ def main() -> None:
             ref, pred = np.take(reference, index, axis=axis), np.take(prediction, index, axis=axis)
             if not ref.any() and not pred.any():
                 continue
-            dice = 2 * (ref & pred).sum() / (ref.sum() + pred.sum())
-            print(f"  slice {index:2d}: reference {ref.sum():6d}  predicted {pred.sum():6d}  Dice {dice:.3f}  "
+            print(f"  slice {index:2d}: reference {ref.sum():6d}  predicted {pred.sum():6d}  Dice {mask_dice(ref, pred):.3f}  "
                   f"false {(pred & ~ref).sum():5d}  missed {(ref & ~pred).sum():5d}")
         print(f"  total: false {(prediction & ~reference).sum()}, missed {(reference & ~prediction).sum()}, "
               f"reference {reference.sum()} voxels")

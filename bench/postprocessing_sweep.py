@@ -24,16 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.accuracy import SUBJECTS, fold_of, load_subject  # noqa: E402
+from bench.accuracy import SUBJECTS, fold_model_path, fold_of, load_subject  # noqa: E402
+from bench.accuracy import mask_dice as dice  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.postprocessing import fill_holes_per_slice, largest_component  # noqa: E402
 from LiverUNetLib.preprocessing import in_plane_spacing, network_size, resample_slices, to_slice_first  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-
-
-def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    return float(2 * (prediction & reference).sum() / (prediction.sum() + reference.sum()))
 
 
 def resolution_bound(liver, spacing_mm: float) -> float:
@@ -71,7 +68,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     rows = {}
     for subject in SUBJECTS:
-        model = args.results / "models" / f"generalisation_k{args.k}_fold{fold_of(subject)}.pt"
+        model = fold_model_path(args.results, args.k, "", fold_of(subject))
         rows[subject] = sweep_subject(subject, model)
         print(subject, {key: round(value, 3) for key, value in rows[subject].items()}, flush=True)
     for key in rows[SUBJECTS[0]]:
