@@ -29,6 +29,18 @@ def test_default_model_ships_and_has_a_card():
     assert len(model.networks) == 5  # the fold ensemble
 
 
+def test_training_defaults_are_the_shipped_models_recipe():
+    """Training from scratch (Slicer's Train, ``liverunet train``) gets the cross-validated recipe."""
+    from LiverUNetLib.training import TrainConfig
+
+    recipe = load_model(default_model_path()).card.training["recipe"]
+    defaults = TrainConfig()
+    for field in ("epochs", "samples_per_epoch", "base_channels", "depth", "in_plane_spacing_mm", "context_slices",
+                  "crop_size", "learning_rate", "appearance_augmentation", "mixed_precision"):
+        assert getattr(defaults, field) == recipe[field], field
+    assert defaults.intensity_region.value == recipe["intensity_region"]
+
+
 @pytest.mark.data
 def test_default_model_segments_a_chaos_subject(mri_image_path, mri_label_path):
     image = read_image(mri_image_path("5"))

@@ -185,7 +185,7 @@ def test_real_best_checkpoint_matches_the_card(cases, tmp_path):
     # the saved network really scores the best Dice on the held-out case
     (_, val_idx), = split_cases(len(cases), settings)
     held_out = [prepare_case(cases[i], model.preprocess, torch.device("cpu")) for i in val_idx]
-    assert validation_dice(model.networks[0], held_out, 0) == pytest.approx(max(seen), abs=1e-6)
+    assert validation_dice(model.networks[0], held_out, model.preprocess.context_slices) == pytest.approx(max(seen), abs=1e-6)
 
 
 # --- progress ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ class TrainingCaseParameters:
 
 @parameterPack
 class TrainingSettings:
-    epochs: Annotated[int, WithinRange(1, 1000)] = 60
+    epochs: Annotated[int, WithinRange(1, 1000)] = 120  # the cross-validated recipe's schedule
     folds: Annotated[int, WithinRange(1, 10)] = 1
     augmentationStrength: Annotated[float, WithinRange(0.0, 2.0)] = 1.0
     modality: Modality = Modality.MRI
