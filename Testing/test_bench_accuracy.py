@@ -91,3 +91,25 @@ def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_pa
     command = accuracy._command(1, "e120", recipe)
     assert "--set epochs=120" in command and "--set appearance_augmentation=false" in command
     assert command.endswith("ship --k 1 --tag e120") and "generalisation --k 1 --tag e120" in command
+
+
+def test_self_trained_label_keeps_the_paint_and_fills_every_other_slice(tmp_path):
+    from LiverUNetLib.labels import sparse_label_from_mask
+    from LiverUNetLib.model_file import LiverModel, save_model
+    from LiverUNetLib.networks.unet import NetworkConfig
+    from LiverUNetLib.preprocessing import PreprocessConfig
+
+    liver = _ellipsoid()
+    rng = np.random.default_rng(0)
+    image = liver.with_array((200 + 300 * liver.array.astype(np.float32) + rng.normal(0, 20, liver.array.shape)).astype(np.float32))
+    painted = sparse_label_from_mask(image, liver, dense=True).keep_every_k(5)
+    model = save_model(LiverModel.create(NetworkConfig(in_channels=3, base_channels=2, depth=2),
+                                         PreprocessConfig(in_plane_spacing_mm=None, context_slices=1)), tmp_path / "m.pt")
+    label, quality = accuracy.self_trained_label(image, painted, liver, model)
+    assert label.annotated.tolist() == list(range(liver.array.shape[0]))  # every slice now carries a loss
+    for index in painted.annotated:
+        assert np.array_equal(label.mask[index], liver.array[index] > 0)  # the paint is kept as painted
+    unpainted = np.setdiff1d(np.arange(liver.array.shape[0]), painted.annotated)
+    filled = label.mask[unpainted]
+    expected = 2 * (filled & (liver.array[unpainted] > 0)).sum() / (filled.sum() + (liver.array[unpainted] > 0).sum())
+    assert quality == pytest.approx(expected)

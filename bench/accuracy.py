@@ -158,7 +158,28 @@ def held_out_mask(results: Path, subject: str, tag: str = "") -> np.ndarray:
     return segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
 
 
-def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "") -> None:
+def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model: Path) -> tuple[SparseLabel, float]:
+    """Self-training: ``model`` fills the unpainted slices; painted slices keep their paint.
+
+    Returns the label (every slice now counts as painted) and, for the report only, the Dice of the
+    filled-in slices against the manual labels, which the training never sees.
+    """
+    predicted = segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
+    axis = image.slice_axis()
+    index = [slice(None)] * 3
+    index[axis] = painted.annotated
+    filled = predicted.copy()
+    filled[tuple(index)] = painted.mask[tuple(index)]
+    unpainted = np.setdiff1d(np.arange(filled.shape[axis]), painted.annotated)
+    quality = mask_dice(np.take(liver.array > 0, unpainted, axis=axis), np.take(predicted, unpainted, axis=axis))
+    label = sparse_label_from_mask(image, image.with_array(filled.astype(np.uint8)), dense=True)
+    return label, quality
+
+
+def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "",
+                       self_train_from: str = "") -> None:
+    """``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
+    fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices."""
     from LiverUNetLib.training import TrainingCase, train
 
     for fold in folds:
@@ -166,15 +187,22 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         if out.exists():
             continue
         test = [s for s in SUBJECTS if fold_of(s) == fold]
-        cases = []
+        init = fold_model_path(results, k, self_train_from, fold) if self_train_from else None
+        if init is not None and not init.exists():
+            raise SystemExit(f"self-training needs {init}: run generalisation --k {k} --tag {self_train_from} first")
+        cases, fill_quality, painted_slices = [], {}, 0
         for s in SUBJECTS:
             if s in test:
                 continue
-            image, dense, _ = load_subject(s)
-            cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
+            image, dense, liver = load_subject(s)
+            label = dense if k == 1 else dense.keep_every_k(k)
+            painted_slices += label.annotated_count
+            if init is not None:
+                label, fill_quality[s] = self_trained_label(image, label, liver, init)
+            cases.append(TrainingCase(s, image, label))
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
-        trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed), model_path, resume=True,
+        trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed), model_path, init_model=init, resume=True,
                         progress=lambda e: print(f"  k={k} fold={fold} {e.message} loss={e.loss}", flush=True) if e.epoch and e.epoch % 10 == 0 else None)
         seconds = time.perf_counter() - started
         rows = {}
@@ -185,7 +213,8 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             print(f"k={k} fold={fold} subject={s} dice={rows[s]['dice']:.4f}", flush=True)
         record = {
             "protocol": "generalisation", "k": k, "tag": tag, "fold": fold, "test_subjects": test,
-            "annotated_slices": sum(c.label.annotated_count for c in cases),
+            "annotated_slices": painted_slices,  # painted by hand; self-training fills the rest
+            **({"self_trained_from": self_train_from, "fill_dice_unpainted": fill_quality} if init is not None else {}),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
             "subjects": rows,
         }
@@ -459,6 +488,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     g.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
     g.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
     g.add_argument("--tag", default="", help="name of a recipe variant (with --set), kept beside the default run")
+    g.add_argument("--self-train-from", default="", metavar="TAG",
+                   help="self-training: that run's k fold models fill the unpainted training slices and are fine-tuned on them")
     d = sub.add_parser("densify")
     d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=["mci", "finetune", "scratch"])
@@ -480,7 +511,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     (args.results / "models").mkdir(parents=True, exist_ok=True)
     if args.command == "generalisation":
         for k in args.k:
-            run_generalisation(k, recipe, args.results, args.folds, args.tag)
+            run_generalisation(k, recipe, args.results, args.folds, args.tag, args.self_train_from)
     elif args.command == "densify":
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects, args.tag)
