@@ -64,6 +64,7 @@ class Recipe:
     scratch_epochs: int = 20
     intensity_region: str = "body"
     appearance_augmentation: bool = True
+    augmentation_strength: float = 1.0  # geometry and intensity transforms; 0 off, 2 strongest
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
     densify_appearance_augmentation: bool = False
@@ -126,6 +127,7 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         learning_rate=recipe.learning_rate,
         intensity_region=recipe.intensity_region,
         appearance_augmentation=recipe.appearance_augmentation,
+        augmentation_strength=recipe.augmentation_strength,
         mixed_precision=recipe.mixed_precision,
         validation_fraction=0.0,
         patience=0,
