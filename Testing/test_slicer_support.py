@@ -93,3 +93,15 @@ def test_fill_settings_are_valid_training_settings_without_appearance_augmentati
     config = TrainConfig.from_dict(dict(FILL_SETTINGS))
     assert config.appearance_augmentation is False  # one scan's own contrast: measured better off
     assert config.folds == 1 and config.validation_fraction == 0.0
+    # what bench/accuracy.py densify measured (fine-tuned: 0.925 on the unpainted slices at k=5)
+    assert (config.epochs, config.learning_rate, config.samples_per_epoch) == (6, 5e-4, 256)
+
+
+def test_fill_from_scratch_keeps_its_own_schedule_and_fine_tuning_takes_the_panels_epochs():
+    from LiverUNetLib.training import TrainConfig
+    from LiverUNetSlicerLib.effect_jobs import fillTrainSettings
+
+    scratch = TrainConfig.from_dict(fillTrainSettings(False, {"epochs": 3, "learning_rate": 1e-5, "base_channels": 4}))
+    assert (scratch.epochs, scratch.learning_rate, scratch.base_channels) == (20, 2e-3, 4)
+    tuned = TrainConfig.from_dict(fillTrainSettings(True, {"epochs": 3}))
+    assert (tuned.epochs, tuned.learning_rate) == (3, 5e-4)

@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from LiverUNetLib.fill_recipe import FILL_RECIPE  # noqa: E402
 from LiverUNetLib.image_io import read_image  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask  # noqa: E402
@@ -59,15 +60,16 @@ class Recipe:
     context_slices: int = 1
     crop_size: int = 128
     learning_rate: float = 2e-3
-    finetune_epochs: int = 6
-    finetune_learning_rate: float = 5e-4
-    scratch_epochs: int = 20
+    # densifying: the values Slicer's "Fill from painted slices" uses (LiverUNetLib/fill_recipe.py)
+    finetune_epochs: int = FILL_RECIPE.finetune_epochs
+    finetune_learning_rate: float = FILL_RECIPE.finetune_learning_rate
+    scratch_epochs: int = FILL_RECIPE.scratch_epochs
     intensity_region: str = "body"
     appearance_augmentation: bool = True
     augmentation_strength: float = 1.0  # geometry and intensity transforms; 0 off, 2 strongest
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
-    densify_appearance_augmentation: bool = False
+    densify_appearance_augmentation: bool = FILL_RECIPE.appearance_augmentation
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from LiverUNetLib.errors import LiverUNetError
+from LiverUNetLib.fill_recipe import FILL_RECIPE
 from LiverUNetLib.progress import ProgressEvent
 
 from .effect_core import EffectAccess, EffectSnapshot, applyMask, fillUnpainted, takeSnapshot
@@ -25,12 +26,18 @@ from .options import Device, EffectMode, toDevice
 from .warm_worker import WarmJob, WarmWorker, newWorkerJob
 from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
 
-# Fine-tuning on one volume's painted slices: short, single fold, no validation split, and no
-# appearance augmentation (one scan's own contrast is all there is to learn; with it the fill was
-# about 0.01 Dice worse on CHAOS, docs/accuracy.md).
-FILL_SETTINGS: dict[str, Any] = {"epochs": 15, "folds": 1, "validation_fraction": 0.0, "patience": 1000,
-                                 "samples_per_epoch": 64, "appearance_augmentation": False}
+# Fine-tuning on one volume's painted slices: the settings bench/accuracy.py densify measured
+# (LiverUNetLib/fill_recipe.py). The panel's "Fill epochs" overrides the fine-tuning epochs only.
+FILL_SETTINGS: dict[str, Any] = FILL_RECIPE.train_settings(fine_tune=True)
 TRAIN_SHARE = 0.8  # of the progress bar, when training comes first
+
+
+def fillTrainSettings(fineTune: bool, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The fill's training settings. Starting from random weights keeps the recipe's own (longer)
+    schedule: "Fill epochs" and a learning rate are fine-tuning values and would leave it untrained."""
+    if not fineTune:
+        overrides = {k: v for k, v in overrides.items() if k not in ("epochs", "learning_rate")}
+    return {**FILL_RECIPE.train_settings(fineTune), **overrides}
 
 
 class EffectJob:
@@ -59,7 +66,7 @@ class EffectJob:
         self.modeSet = modeSet
         self.model = resolveModelPath(model)
         self.device = toDevice(device)
-        self.fillSettings = {**FILL_SETTINGS, **dict(fillSettings or {})}
+        self.fillSettings = dict(fillSettings or {})  # overrides of the fine-tuning settings
         self.onProgress = onProgress
         self.onLog = onLog
         self.onFinished = onFinished
@@ -104,9 +111,9 @@ class EffectJob:
     # --- steps ----------------------------------------------------------------------------------
     def _startTraining(self) -> None:
         assert self._folder is not None
-        settings = {**self.fillSettings, "device": self.device.value}
         # Fine-tune the chosen model; the "default" entry means the shipped model (scratch if none ships).
         init = self.model if self.model is not None else shippedModelPath()
+        settings = {**fillTrainSettings(init is not None, self.fillSettings), "device": self.device.value}
         job = TrainJob([TrainCaseFiles("painted slices", self._folder / "source.nrrd", self._folder / "painted.nrrd")],
                        self._folder / "fill_model.pt", settings, init)
         self._run(job.toDict(), "train", TRAIN_SHARE, 0.0,

@@ -1,0 +1,40 @@
+"""How one painted volume is densified ("Fill from painted slices"): the benchmarked settings, in one place.
+
+``bench/accuracy.py densify`` measured exactly these (docs/accuracy.md: fine-tuned, Dice 0.925 on the
+unpainted slices at every 5th slice painted), and Slicer's effect trains with them. Torch-free, so the
+Slicer layer can read it before PyTorch is installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FillRecipe:
+    """Training settings for densifying one volume from its own painted slices."""
+
+    finetune_epochs: int = 6
+    finetune_learning_rate: float = 5e-4  # gentle: the model already knows livers, it learns this scan
+    scratch_epochs: int = 20  # only when there is no model to start from
+    scratch_learning_rate: float = 2e-3
+    samples_per_epoch: int = 256
+    # one scan's own contrast is all there is to learn; with appearance augmentation the fill was
+    # about 0.01 Dice worse on CHAOS (docs/accuracy_notes.md)
+    appearance_augmentation: bool = False
+
+    def train_settings(self, fine_tune: bool) -> dict[str, Any]:
+        """``TrainConfig`` fields: single network, every painted slice trains, no early stopping."""
+        return {
+            "epochs": self.finetune_epochs if fine_tune else self.scratch_epochs,
+            "learning_rate": self.finetune_learning_rate if fine_tune else self.scratch_learning_rate,
+            "samples_per_epoch": self.samples_per_epoch,
+            "appearance_augmentation": self.appearance_augmentation,
+            "folds": 1,
+            "validation_fraction": 0.0,
+            "patience": 0,
+        }
+
+
+FILL_RECIPE = FillRecipe()
