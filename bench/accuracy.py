@@ -180,10 +180,23 @@ def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model
     return label, quality
 
 
+def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path, recipe: Recipe, results: Path) -> Path:
+    """``base`` fine-tuned on one subject's painted slices, as Slicer's "Fill from painted slices" does."""
+    from LiverUNetLib.training import TrainingCase, train
+
+    path = results / "models" / f"fill_{subject}_{base.stem}.pt"
+    config = train_config(recipe, seed=0, epochs=recipe.finetune_epochs, learning_rate=recipe.finetune_learning_rate,
+                          appearance_augmentation=recipe.densify_appearance_augmentation)
+    train([TrainingCase(subject, image, painted)], config, path, init_model=base, resume=False)
+    return path
+
+
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "",
-                       self_train_from: str = "") -> None:
+                       self_train_from: str = "", fill_per_subject: bool = False) -> None:
     """``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
-    fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices."""
+    fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices.
+    ``fill_per_subject``: each subject is filled by that model fine-tuned on the subject's own painted
+    slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices")."""
     from LiverUNetLib.training import TrainingCase, train
 
     for fold in folds:
@@ -202,7 +215,10 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             label = dense if k == 1 else dense.keep_every_k(k)
             painted_slices += label.annotated_count
             if init is not None:
-                label, fill_quality[s] = self_trained_label(image, label, liver, init)
+                filler = fill_model_for(image, label, s, init, recipe, results) if fill_per_subject else init
+                label, fill_quality[s] = self_trained_label(image, label, liver, filler)
+                if filler != init:
+                    filler.unlink()
             cases.append(TrainingCase(s, image, label))
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
@@ -218,7 +234,8 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         record = {
             "protocol": "generalisation", "k": k, "tag": tag, "fold": fold, "test_subjects": test,
             "annotated_slices": painted_slices,  # painted by hand; self-training fills the rest
-            **({"self_trained_from": self_train_from, "fill_dice_unpainted": fill_quality} if init is not None else {}),
+            **({"self_trained_from": self_train_from, "fill_per_subject": fill_per_subject,
+                "fill_dice_unpainted": fill_quality} if init is not None else {}),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
             "subjects": rows,
         }
@@ -494,6 +511,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     g.add_argument("--tag", default="", help="name of a recipe variant (with --set), kept beside the default run")
     g.add_argument("--self-train-from", default="", metavar="TAG",
                    help="self-training: that run's k fold models fill the unpainted training slices and are fine-tuned on them")
+    g.add_argument("--fill-per-subject", action="store_true",
+                   help="with --self-train-from: fine-tune the fold model on each subject's painted slices before it fills them")
     d = sub.add_parser("densify")
     d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=["mci", "finetune", "scratch"])
@@ -515,7 +534,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     (args.results / "models").mkdir(parents=True, exist_ok=True)
     if args.command == "generalisation":
         for k in args.k:
-            run_generalisation(k, recipe, args.results, args.folds, args.tag, args.self_train_from)
+            run_generalisation(k, recipe, args.results, args.folds, args.tag, args.self_train_from, args.fill_per_subject)
     elif args.command == "densify":
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects, args.tag)
