@@ -113,3 +113,12 @@ def test_self_trained_label_keeps_the_paint_and_fills_every_other_slice(tmp_path
     filled = label.mask[unpainted]
     expected = 2 * (filled & (liver.array[unpainted] > 0)).sum() / (filled.sum() + (liver.array[unpainted] > 0).sum())
     assert quality == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("fine_tune", [True, False])
+def test_the_benchmarked_densify_settings_are_the_fill_recipe_slicer_uses(fine_tune):
+    from LiverUNetLib.fill_recipe import FILL_RECIPE
+
+    config = accuracy.densify_config(accuracy.Recipe(), fine_tune)
+    for field, value in FILL_RECIPE.train_settings(fine_tune).items():
+        assert getattr(config, field) == value, field

@@ -180,14 +180,21 @@ def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model
     return label, quality
 
 
+def densify_config(recipe: Recipe, fine_tune: bool):
+    """Training settings for densifying one volume (fine-tuned from a model, or from scratch)."""
+    if fine_tune:
+        return train_config(recipe, seed=0, epochs=recipe.finetune_epochs, learning_rate=recipe.finetune_learning_rate,
+                            appearance_augmentation=recipe.densify_appearance_augmentation)
+    return train_config(recipe, seed=0, epochs=recipe.scratch_epochs,
+                        appearance_augmentation=recipe.densify_appearance_augmentation)
+
+
 def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path, recipe: Recipe, results: Path) -> Path:
     """``base`` fine-tuned on one subject's painted slices, as Slicer's "Fill from painted slices" does."""
     from LiverUNetLib.training import TrainingCase, train
 
     path = results / "models" / f"fill_{subject}_{base.stem}.pt"
-    config = train_config(recipe, seed=0, epochs=recipe.finetune_epochs, learning_rate=recipe.finetune_learning_rate,
-                          appearance_augmentation=recipe.densify_appearance_augmentation)
-    train([TrainingCase(subject, image, painted)], config, path, init_model=base, resume=False)
+    train([TrainingCase(subject, image, painted)], densify_config(recipe, fine_tune=True), path, init_model=base, resume=False)
     return path
 
 
@@ -280,12 +287,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
                     if not init.exists():
                         print(f"skip finetune for {s}: {init} missing (run generalisation --k 1 first)")
                         continue
-                    config = train_config(recipe, seed=0, epochs=recipe.finetune_epochs,
-                                          learning_rate=recipe.finetune_learning_rate,
-                                          appearance_augmentation=recipe.densify_appearance_augmentation)
-                else:
-                    config = train_config(recipe, seed=0, epochs=recipe.scratch_epochs,
-                                          appearance_augmentation=recipe.densify_appearance_augmentation)
+                config = densify_config(recipe, fine_tune=mode == "finetune")
                 model_path = results / "models" / f"densify_{mode}_k{k}_s{s}.pt"
                 train([TrainingCase(s, image, sparse)], config, model_path, init_model=init, resume=False)
                 filled = segment_volume(image, model_path, InferenceConfig(device="cpu")).mask.array.copy()
