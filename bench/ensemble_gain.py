@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.accuracy import FOLDS, SUBJECTS, fold_model_path, fold_of, load_subject, metrics_row  # noqa: E402
+from bench.accuracy import FOLDS, SUBJECTS, fold_model_path, fold_of, load_subject, mask_dice  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.model_file import LiverModel, load_model, save_model  # noqa: E402
 
@@ -41,11 +41,6 @@ def fold_ensemble(results: Path, tags: list[str], fold: int, destination: Path) 
     return destination
 
 
-def score(model: Path, subject: str) -> dict[str, float]:
-    image, _, liver = load_subject(subject)
-    return metrics_row(liver, segment_volume(image, model, InferenceConfig(device="cpu")).mask)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of dense CV runs ('' for the 40-epoch default)")
@@ -60,8 +55,13 @@ def main() -> None:
         for fold in args.folds:
             ensemble = fold_ensemble(args.results, args.tags, fold, Path(scratch) / f"fold{fold}.pt")
             for subject in (s for s in SUBJECTS if fold_of(s) == fold):
-                row = {tag or "e40": score(fold_model_path(args.results, 1, tag, fold), subject)["dice"] for tag in args.tags}
-                row["ensemble"] = score(ensemble, subject)["dice"]
+                image, _, liver = load_subject(subject)
+
+                def dice(model: Path) -> float:
+                    return mask_dice(liver.array > 0, segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0)
+
+                row = {tag or "e40": dice(fold_model_path(args.results, 1, tag, fold)) for tag in args.tags}
+                row["ensemble"] = dice(ensemble)
                 rows[subject] = row
                 print(f"fold {fold} subject {subject}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     columns = list(next(iter(rows.values())))
