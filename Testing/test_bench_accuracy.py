@@ -15,6 +15,7 @@ accuracy = pytest.importorskip("bench.accuracy")
 if importlib.util.find_spec("itk") is None:  # never imported here: ITK runs in its own process
     pytest.skip("benchmark-only dependency itk is missing: pip install -e .[bench]", allow_module_level=True)
 
+from LiverUNetLib.errors import LiverUNetError  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 
@@ -65,6 +66,15 @@ def test_recipe_overrides_are_typed_and_checked():
         accuracy.Recipe().with_overrides(["epoch=7"])
     config = accuracy.train_config(recipe, seed=0)
     assert config.epochs == 7 and config.appearance_augmentation is False
+
+
+def test_recipe_network_and_loss_variants_reach_the_training_settings():
+    recipe = accuracy.Recipe().with_overrides(["depth=5", "normalization=instance", "boundary_weight=5"])
+    config = accuracy.train_config(recipe, seed=0)
+    assert config.depth == 5 and config.boundary_weight == 5.0
+    assert config.network_config().normalization.value == "instance"
+    with pytest.raises(LiverUNetError, match="normalization must be one of"):
+        accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)
 
 
 def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_path):

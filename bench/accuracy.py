@@ -56,6 +56,8 @@ class Recipe:
     samples_per_epoch: int = 256
     base_channels: int = 16
     depth: int = 4
+    normalization: str = "batch"  # batch, instance or group (LiverUNetLib.networks.Normalization)
+    boundary_weight: float = 0.0  # U-Net paper's border weighting of the BCE term (w0); 0 off
     in_plane_spacing_mm: float = 2.5
     context_slices: int = 1
     crop_size: int = 128
@@ -123,6 +125,8 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         samples_per_epoch=recipe.samples_per_epoch,
         base_channels=recipe.base_channels,
         depth=recipe.depth,
+        normalization=recipe.normalization,
+        boundary_weight=recipe.boundary_weight,
         in_plane_spacing_mm=recipe.in_plane_spacing_mm,
         context_slices=recipe.context_slices,
         crop_size=recipe.crop_size,
