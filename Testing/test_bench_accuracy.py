@@ -15,6 +15,7 @@ accuracy = pytest.importorskip("bench.accuracy")
 if importlib.util.find_spec("itk") is None:  # never imported here: ITK runs in its own process
     pytest.skip("benchmark-only dependency itk is missing: pip install -e .[bench]", allow_module_level=True)
 
+from conftest import require_data  # noqa: E402
 from LiverUNetLib.errors import LiverUNetError  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
@@ -132,3 +133,29 @@ def test_the_benchmarked_densify_settings_are_the_fill_recipe_slicer_uses(fine_t
     config = accuracy.densify_config(accuracy.Recipe(), fine_tune)
     for field, value in FILL_RECIPE.train_settings(fine_tune).items():
         assert getattr(config, field) == value, field
+
+
+def test_ship_all_subjects_trains_one_network_and_cards_the_cross_validation(tmp_path, monkeypatch):
+    """``ship --all-subjects``: one network on every subject, the fold records' recipe and scores on the card."""
+    require_data("chaos-mr-t2", "images", "image_3.nii.gz")
+    from LiverUNetLib.model_file import load_model
+
+    monkeypatch.setattr(accuracy, "SUBJECTS", ["3", "5"])
+    recipe = accuracy.asdict(accuracy.Recipe().with_overrides(
+        ["epochs=1", "samples_per_epoch=8", "base_channels=4", "depth=2", "mixed_precision=false"]))
+    (tmp_path / "models").mkdir()
+    for fold in range(accuracy.FOLDS):
+        (tmp_path / f"generalisation_k1_tiny_fold{fold}.json").write_text(json.dumps({
+            "protocol": "generalisation", "k": 1, "tag": "tiny", "fold": fold, "train_seconds": 10.0 + fold,
+            "device": "cpu", "recipe": recipe,
+            "subjects": {str(fold): {"dice": 0.8 + fold / 100, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1.0}}}))
+    destination = tmp_path / "shipped" / "default.pt"
+    destination.parent.mkdir()
+    accuracy.ship(1, tmp_path, destination, "tiny", all_subjects=True)
+    model = load_model(destination)
+    assert len(model.networks) == 1 and model.network_config.depth == 2 and model.network_config.base_channels == 4
+    assert model.card.training["command"].endswith("ship --k 1 --tag tiny --all-subjects")
+    assert model.card.training["train_seconds_all_subjects"] > 0
+    assert model.card.validation["dice_mean"] == pytest.approx(0.82)
+    card = (destination.parent / "MODEL_CARD.md").read_text()
+    assert "one network trained on all 2 subjects" in card and "Dice 0.8200" in card

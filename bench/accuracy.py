@@ -432,34 +432,76 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
     fig.savefig(path, dpi=100)
 
 
-def _command(k: int, tag: str, recipe: dict[str, Any]) -> str:
-    """The command line that reproduces a cross-validation run and ships its fold ensemble."""
+def _command(k: int, tag: str, recipe: dict[str, Any], all_subjects: bool = False) -> str:
+    """The command line that reproduces a cross-validation run and ships its fold ensemble (or, with
+    ``all_subjects``, one network trained on every subject with the same recipe)."""
     defaults = asdict(Recipe())
     sets = "".join(f" --set {key}={str(value).lower() if isinstance(value, bool) else value}"
                    for key, value in recipe.items() if key in defaults and defaults[key] != value)
     tagged = f" --tag {tag}" if tag else ""
+    if all_subjects:
+        return (f"python bench/accuracy.py --threads 1{sets} generalisation --k {k}{tagged} && "
+                f"python bench/accuracy.py --threads 1{sets} ship --k {k}{tagged} --all-subjects")
     return (f"python bench/accuracy.py --threads 1{sets} generalisation --k {k}{tagged} && "
             f"python bench/accuracy.py ship --k {k}{tagged}")
 
 
-def ship(k: int, results: Path, destination: Path, tag: str = "") -> None:
-    """Combine the k-fold CV models into one ensemble model file with a model card."""
+def train_on_all_subjects(k: int, recipe: Recipe, results: Path, tag: str = "") -> tuple[Path, float, str]:
+    """One network trained on all subjects with the cross-validated recipe (cached); returns
+    its path, the training seconds and the device. The CV scores the recipe; this network has three
+    more subjects to learn from than each fold model, and costs one network's time at inference."""
+    from LiverUNetLib.training import TrainingCase, train
+
+    path = results / "models" / f"{_tagged(f'all_subjects_k{k}', tag)}.pt"
+    timing = path.with_suffix(".json")
+    if not (path.exists() and timing.exists()):
+        cases = []
+        for s in SUBJECTS:
+            image, dense, _ = load_subject(s)
+            cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
+        started = time.perf_counter()
+        trained = train(cases, train_config(recipe, seed=100 * recipe.seed), path, resume=True,
+                        progress=lambda e: print(f"  all subjects {e.message} loss={e.loss}", flush=True)
+                        if e.epoch and e.epoch % 10 == 0 else None)
+        timing.write_text(json.dumps({"train_seconds": round(time.perf_counter() - started, 1), "device": trained.device}))
+    record = json.loads(timing.read_text())
+    return path, record["train_seconds"], record["device"]
+
+
+def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: bool = False) -> None:
+    """Combine the k-fold CV models into one ensemble model file with a model card; with
+    ``all_subjects``, ship one network trained on every subject with the CV's recipe instead (for
+    networks whose five fold models together exceed the package's ~30 MB budget)."""
     from LiverUNetLib.model_file import LiverModel, ModelCard, load_model, save_model
 
     records = _load(results, f"{_experiment(k, tag)}_fold*.json")
     if len(records) != FOLDS:
         raise SystemExit(f"need all {FOLDS} folds of k={k}; have {len(records)}")
-    models = [load_model(fold_model_path(results, k, tag, r["fold"])) for r in records]
     rows = [row for r in records for row in r["subjects"].values()]
     dice = [x["dice"] for x in rows]
-    model = LiverModel([m.networks[0] for m in models], models[0].network_config, models[0].preprocess)
+    recipe = records[0]["recipe"]
+    training: dict[str, Any] = {"command": _command(k, tag, recipe, all_subjects), "recipe": recipe,
+                                "painted": "every slice" if k == 1 else f"every {k}th liver slice",
+                                "train_seconds_per_fold": [r["train_seconds"] for r in records], "device": records[0]["device"]}
+    if all_subjects:
+        defaults = asdict(Recipe())
+        path, seconds, device = train_on_all_subjects(k, Recipe(**{key: v for key, v in recipe.items() if key in defaults}), results, tag)
+        single = load_model(path)
+        model = LiverModel(single.networks, single.network_config, single.preprocess)
+        description = (f"One network trained on all {len(SUBJECTS)} CHAOS MRI T2-SPIR subjects with the recipe that a 5-fold "
+                       "cross-validation by subject scored (below). For research use; non-commercial (CC BY-NC-SA 4.0 data).")
+        training.update(train_seconds_all_subjects=seconds, device=device)
+        how = f"one network trained on all {len(SUBJECTS)} subjects with the recipe of the cross-validation (whose fold models score it)"
+    else:
+        models = [load_model(fold_model_path(results, k, tag, r["fold"])) for r in records]
+        model = LiverModel([m.networks[0] for m in models], models[0].network_config, models[0].preprocess)
+        description = ("Ensemble of the 5 fold models of a 5-fold cross-validation by subject on the 15 CHAOS "
+                       "MRI T2-SPIR subjects; probabilities are averaged. For research use; non-commercial (CC BY-NC-SA 4.0 data).")
+        how = "the 5 fold models of the cross-validation are shipped together and their probabilities averaged"
     model.card = ModelCard(
         name="LiverUNet default MRI liver model (CHAOS T2-SPIR)",
-        description=("Ensemble of the 5 fold models of a 5-fold cross-validation by subject on the 15 CHAOS "
-                     "MRI T2-SPIR subjects; probabilities are averaged. For research use; non-commercial (CC BY-NC-SA 4.0 data)."),
-        training={"command": _command(k, tag, records[0]["recipe"]),
-                  "recipe": records[0]["recipe"], "painted": "every slice" if k == 1 else f"every {k}th liver slice",
-                  "train_seconds_per_fold": [r["train_seconds"] for r in records], "device": records[0]["device"]},
+        description=description,
+        training=training,
         validation={"protocol": "5-fold cross-validation by subject; each fold model scored on all slices of its 3 held-out subjects",
                     "dice_mean": round(float(np.mean(dice)), 4), "dice_sd": round(float(np.std(dice)), 4),
                     "hd95_mm_mean": round(float(np.mean([x["hd95_mm"] for x in rows])), 2),
@@ -483,8 +525,7 @@ def ship(k: int, results: Path, destination: Path, tag: str = "") -> None:
         "## Model", "",
         model.describe().replace("\n", "  \n"), "",
         "## How it was trained", "",
-        f"`{model.card.training['command']}` on {records[0]['device']}; the 5 fold models of the cross-validation "
-        "are shipped together and their probabilities averaged.", "",
+        f"`{model.card.training['command']}` on {model.card.training['device']}; {how}.", "",
         "## Cross-validated accuracy (all slices of held-out subjects)", "",
         f"Dice {np.mean(dice):.4f} ± {np.std(dice):.4f}, HD95 {model.card.validation['hd95_mm_mean']} mm, "
         f"ASSD {model.card.validation['assd_mm_mean']} mm (mean over the 15 subjects, each scored by the fold "
@@ -531,6 +572,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     s = sub.add_parser("ship")
     s.add_argument("--k", type=int, default=1)
     s.add_argument("--tag", default="", help="ship the cross-validation run of this recipe variant")
+    s.add_argument("--all-subjects", action="store_true",
+                   help="ship one network trained on all subjects with the recipe (the --set values) instead of the fold ensemble")
     s.add_argument("--destination", type=Path, default=ROOT / "LiverUNetLib" / "models" / "liver_mri_t2_default.pt")
     args = parser.parse_args(argv)
     import torch
@@ -553,7 +596,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_densify(k, ["mci", "finetune", "scratch"], recipe, args.results, SUBJECTS)
         report(args.results, args.output)
     elif args.command == "ship":
-        ship(args.k, args.results, args.destination, args.tag)
+        ship(args.k, args.results, args.destination, args.tag, args.all_subjects)
     return 0
 
 
