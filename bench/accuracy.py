@@ -17,6 +17,7 @@ Commands (``all`` runs the first three in a row; ``--threads 1`` and two process
     python bench/accuracy.py densify --k 5 10 3 --modes mci finetune scratch
     python bench/accuracy.py report            # docs/accuracy.md + docs/accuracy.png
     python bench/accuracy.py ship --k 1        # fold ensemble -> shipped default model
+    python bench/accuracy.py ship --k 1 --tag T --all-subjects   # or one network trained on all 15 subjects
 """
 
 from __future__ import annotations
