@@ -440,11 +440,8 @@ def _command(k: int, tag: str, recipe: dict[str, Any], all_subjects: bool = Fals
     sets = "".join(f" --set {key}={str(value).lower() if isinstance(value, bool) else value}"
                    for key, value in recipe.items() if key in defaults and defaults[key] != value)
     tagged = f" --tag {tag}" if tag else ""
-    if all_subjects:
-        return (f"python bench/accuracy.py --threads 1{sets} generalisation --k {k}{tagged} && "
-                f"python bench/accuracy.py --threads 1{sets} ship --k {k}{tagged} --all-subjects")
     return (f"python bench/accuracy.py --threads 1{sets} generalisation --k {k}{tagged} && "
-            f"python bench/accuracy.py ship --k {k}{tagged}")
+            f"python bench/accuracy.py ship --k {k}{tagged}" + (" --all-subjects" if all_subjects else ""))
 
 
 def train_on_all_subjects(k: int, recipe: Recipe, results: Path, tag: str = "") -> tuple[Path, float, str]:
@@ -574,7 +571,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     s.add_argument("--k", type=int, default=1)
     s.add_argument("--tag", default="", help="ship the cross-validation run of this recipe variant")
     s.add_argument("--all-subjects", action="store_true",
-                   help="ship one network trained on all subjects with the recipe (the --set values) instead of the fold ensemble")
+                   help="ship one network trained on all subjects with the cross-validation run's recipe instead of its fold ensemble")
     s.add_argument("--destination", type=Path, default=ROOT / "LiverUNetLib" / "models" / "liver_mri_t2_default.pt")
     args = parser.parse_args(argv)
     import torch
