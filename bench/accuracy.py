@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -85,6 +85,12 @@ class Recipe:
             kind = type(values[key])
             values[key] = text.lower() in ("1", "true", "yes") if kind is bool else kind(text)
         return Recipe(**values)
+
+    @classmethod
+    def from_record(cls, recipe: dict[str, Any]) -> "Recipe":
+        """The recipe stored in a result file (fields added since take their defaults; removed ones are ignored)."""
+        fields = asdict(cls())
+        return cls(**{key: value for key, value in recipe.items() if key in fields})
 
 
 def load_subject(subject: str) -> tuple[Volume, SparseLabel, Volume]:
@@ -203,6 +209,14 @@ def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path
     return path
 
 
+def _every_tenth_epoch(prefix: str) -> Callable[[Any], None]:
+    """A training progress callback that prints every tenth epoch's loss."""
+    def report(event: Any) -> None:
+        if event.epoch and event.epoch % 10 == 0:
+            print(f"  {prefix} {event.message} loss={event.loss}", flush=True)
+    return report
+
+
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "",
                        self_train_from: str = "", fill_per_subject: bool = False) -> None:
     """``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
@@ -235,7 +249,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
         trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed), model_path, init_model=init, resume=True,
-                        progress=lambda e: print(f"  k={k} fold={fold} {e.message} loss={e.loss}", flush=True) if e.epoch and e.epoch % 10 == 0 else None)
+                        progress=_every_tenth_epoch(f"k={k} fold={fold}"))
         seconds = time.perf_counter() - started
         rows = {}
         for s in test:
@@ -459,8 +473,7 @@ def train_on_all_subjects(k: int, recipe: Recipe, results: Path, tag: str = "") 
             cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
         started = time.perf_counter()
         trained = train(cases, train_config(recipe, seed=100 * recipe.seed), path, resume=True,
-                        progress=lambda e: print(f"  all subjects {e.message} loss={e.loss}", flush=True)
-                        if e.epoch and e.epoch % 10 == 0 else None)
+                        progress=_every_tenth_epoch("all subjects"))
         timing.write_text(json.dumps({"train_seconds": round(time.perf_counter() - started, 1), "device": trained.device}))
     record = json.loads(timing.read_text())
     return path, record["train_seconds"], record["device"]
@@ -482,8 +495,7 @@ def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: 
                                 "painted": "every slice" if k == 1 else f"every {k}th liver slice",
                                 "train_seconds_per_fold": [r["train_seconds"] for r in records], "device": records[0]["device"]}
     if all_subjects:
-        defaults = asdict(Recipe())
-        path, seconds, device = train_on_all_subjects(k, Recipe(**{key: v for key, v in recipe.items() if key in defaults}), results, tag)
+        path, seconds, device = train_on_all_subjects(k, Recipe.from_record(recipe), results, tag)
         single = load_model(path)
         model = LiverModel(single.networks, single.network_config, single.preprocess)
         description = (f"One network trained on all {len(SUBJECTS)} CHAOS MRI T2-SPIR subjects with the recipe that a 5-fold "
