@@ -199,6 +199,36 @@ class RandomLiverBrightness:
 
 
 @dataclass
+class RandomBiasField:
+    """A smooth multiplicative shading across the slice, like an MRI receive coil's.
+
+    Surface coils make one side of the abdomen brighter than the other and the shading differs
+    between scans, so a network should not take "darker here" for "another tissue". The field is
+    exp of a random polynomial in x and y (total degree ``order``, coefficients uniform in
+    +-``coefficient``), the same for every input slice of a sample, applied above the slice minimum
+    so air stays air (as torchio's RandomBiasField, on the training device).
+    """
+
+    coefficient: float = 0.5
+    order: int = 3
+    probability: float = 0.3
+
+    def __call__(self, batch: Batch, generator: torch.Generator) -> Batch:
+        image = batch.image
+        n, _, height, width = image.shape
+        device = image.device
+        powers = [(i, j) for i in range(self.order + 1) for j in range(self.order + 1 - i)]
+        coefficients = _uniform(n * len(powers), -self.coefficient, self.coefficient, generator, device)
+        coefficients = coefficients.view(n, len(powers)) * _coin(n, self.probability, generator, device).view(n, 1)
+        y = torch.linspace(-1, 1, height, device=device).view(height, 1)
+        x = torch.linspace(-1, 1, width, device=device).view(1, width)
+        basis = torch.stack([(y**i * x**j).expand(height, width) for i, j in powers])  # (P, H, W)
+        field = torch.exp(torch.einsum("np,phw->nhw", coefficients, basis)).unsqueeze(1).to(image.dtype)
+        low, _ = _value_range(image)
+        return Batch((image - low) * field + low, batch.mask, batch.valid)
+
+
+@dataclass
 class Compose:
     transforms: Sequence[Transform]
 
@@ -208,10 +238,11 @@ class Compose:
         return batch
 
 
-def default_augmentation(strength: float = 1.0, appearance: bool = True) -> Compose:
+def default_augmentation(strength: float = 1.0, appearance: bool = True, bias_field: bool = False) -> Compose:
     """The standard pipeline; ``strength`` 0 disables it, 1 is the default, up to 2 is stronger.
 
-    ``appearance`` adds the tissue-contrast transforms (random intensity curve, liver brightness).
+    ``appearance`` adds the tissue-contrast transforms (random intensity curve, liver brightness);
+    ``bias_field`` adds MRI coil shading (``RandomBiasField``).
     """
     s = max(0.0, float(strength))
     if s == 0:
@@ -221,6 +252,8 @@ def default_augmentation(strength: float = 1.0, appearance: bool = True) -> Comp
         if appearance
         else []
     )
+    if bias_field:
+        appearance_transforms.append(RandomBiasField(coefficient=0.5 * s, probability=min(1.0, 0.3 * s)))
     return Compose(
         [
             *appearance_transforms,

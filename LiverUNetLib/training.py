@@ -72,6 +72,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     augmentation_strength: float = 1.0
     appearance_augmentation: bool = True  # random intensity curves and liver brightness (augmentation.py)
+    bias_field_augmentation: bool = False  # MRI coil shading (augmentation.RandomBiasField)
     samples_per_epoch: int = 256
     patience: int = 15
     validation_fraction: float = 0.2
@@ -358,7 +359,9 @@ def train(
         cancel.check()
         prepared.append(prepare_case(case, preprocess, device))
     splits = split_cases(len(cases), config)
-    augment = default_augmentation(config.augmentation_strength, config.appearance_augmentation)
+    augment = default_augmentation(
+        config.augmentation_strength, config.appearance_augmentation, config.bias_field_augmentation
+    )
     amp_dtype = autocast_dtype(device) if config.mixed_precision else None
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 and device.type == "cuda" else None
     steps_per_epoch = max(1, max(config.samples_per_epoch, 1) // config.batch_size)

@@ -10,6 +10,7 @@ from LiverUNetLib.augmentation import (
     Batch,
     Compose,
     RandomAffineElastic,
+    RandomBiasField,
     RandomContrast,
     RandomGamma,
     RandomIntensityCurve,
@@ -142,7 +143,8 @@ def test_intensity_transforms_leave_the_mask_alone():
     torch.manual_seed(0)
     batch.image = batch.image + torch.rand_like(batch.image) * 0.2
     for transform in (RandomGamma(probability=1.0), RandomContrast(probability=1.0), RandomNoise(probability=1.0),
-                      RandomIntensityCurve(probability=1.0), RandomLiverBrightness(probability=1.0)):
+                      RandomIntensityCurve(probability=1.0), RandomLiverBrightness(probability=1.0),
+                      RandomBiasField(probability=1.0)):
         out = transform(batch, generator(2))
         assert torch.equal(out.mask, batch.mask)
         assert not torch.equal(out.image, batch.image)
@@ -201,3 +203,36 @@ def test_liver_brightness_probability_zero_is_the_identity():
     batch = square_batch(n=4)
     out = RandomLiverBrightness(probability=0.0)(batch, generator(1))
     torch.testing.assert_close(out.image, batch.image)
+
+
+def test_bias_field_is_a_smooth_positive_shading_shared_by_the_input_slices():
+    image = torch.full((6, 3, 40, 40), 2.0)
+    image[:, :, 0, 0] = 1.0  # the slice minimum ("air") stays where it is
+    out = RandomBiasField(coefficient=0.5, order=3, probability=1.0)(
+        Batch(image, torch.zeros(6, 1, 40, 40), torch.ones(6)), generator(3)
+    ).image
+    gain = out[:, :, 1:, 1:] - 1.0  # signal above the minimum times the field
+    assert bool((gain > 0).all()), "a multiplicative field never flips the sign of the signal"
+    torch.testing.assert_close(out[:, 1], out[:, 0])
+    torch.testing.assert_close(out[:, 2], out[:, 0])
+    assert torch.equal(out[:, :, 0, 0], image[:, :, 0, 0])
+    # smooth: neighbouring pixels differ by far less than the field's range across the slice (log scale)
+    log_field = gain.log()
+    step = (log_field[..., 1:] - log_field[..., :-1]).abs().max()
+    spread = (log_field.amax(dim=(-1, -2)) - log_field.amin(dim=(-1, -2))).min()
+    assert float(spread) > 0.1 and float(step) < float(spread) / 5
+
+
+def test_bias_field_probability_zero_is_the_identity():
+    batch = square_batch(n=4)
+    out = RandomBiasField(probability=0.0)(batch, generator(1))
+    torch.testing.assert_close(out.image, batch.image)
+
+
+def test_bias_field_joins_the_pipeline_only_when_asked():
+    def names(pipeline):
+        return {type(t).__name__ for t in pipeline.transforms}
+
+    assert "RandomBiasField" not in names(default_augmentation(1.0))
+    assert "RandomBiasField" in names(default_augmentation(1.0, bias_field=True))
+    assert "RandomBiasField" in names(default_augmentation(1.0, appearance=False, bias_field=True))

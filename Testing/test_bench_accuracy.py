@@ -70,9 +70,13 @@ def test_recipe_overrides_are_typed_and_checked():
 
 
 def test_recipe_network_and_loss_variants_reach_the_training_settings():
-    recipe = accuracy.Recipe().with_overrides(["depth=5", "normalization=instance", "boundary_weight=5"])
+    recipe = accuracy.Recipe().with_overrides(
+        ["depth=5", "normalization=instance", "boundary_weight=5", "bias_field_augmentation=true"]
+    )
     config = accuracy.train_config(recipe, seed=0)
-    assert config.depth == 5 and config.boundary_weight == 5.0
+    assert config.depth == 5 and config.boundary_weight == 5.0 and config.bias_field_augmentation is True
+    # densifying learns one scan's own shading as well as its contrast: the field stays off there
+    assert accuracy.densify_config(recipe, fine_tune=True).bias_field_augmentation is False
     assert config.network_config().normalization.value == "instance"
     with pytest.raises(LiverUNetError, match="normalization must be one of"):
         accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)

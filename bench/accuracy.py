@@ -69,6 +69,7 @@ class Recipe:
     scratch_epochs: int = FILL_RECIPE.scratch_epochs
     intensity_region: str = "body"
     appearance_augmentation: bool = True
+    bias_field_augmentation: bool = False  # MRI coil shading (augmentation.RandomBiasField)
     augmentation_strength: float = 1.0  # geometry and intensity transforms; 0 off, 2 strongest
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
@@ -140,6 +141,7 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         learning_rate=recipe.learning_rate,
         intensity_region=recipe.intensity_region,
         appearance_augmentation=recipe.appearance_augmentation,
+        bias_field_augmentation=recipe.bias_field_augmentation,
         augmentation_strength=recipe.augmentation_strength,
         mixed_precision=recipe.mixed_precision,
         validation_fraction=0.0,
@@ -193,11 +195,12 @@ def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model
 
 def densify_config(recipe: Recipe, fine_tune: bool):
     """Training settings for densifying one volume (fine-tuned from a model, or from scratch)."""
+    appearance = dict(appearance_augmentation=recipe.densify_appearance_augmentation,
+                      bias_field_augmentation=recipe.densify_appearance_augmentation and recipe.bias_field_augmentation)
     if fine_tune:
         return train_config(recipe, seed=0, epochs=recipe.finetune_epochs, learning_rate=recipe.finetune_learning_rate,
-                            appearance_augmentation=recipe.densify_appearance_augmentation)
-    return train_config(recipe, seed=0, epochs=recipe.scratch_epochs,
-                        appearance_augmentation=recipe.densify_appearance_augmentation)
+                            **appearance)
+    return train_config(recipe, seed=0, epochs=recipe.scratch_epochs, **appearance)
 
 
 def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path, recipe: Recipe, results: Path) -> Path:
