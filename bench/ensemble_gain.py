@@ -1,13 +1,16 @@
 """Does averaging several CV runs' fold models help a held-out subject? (ensembling within a fold)
 
 For each fold, the dense (k=1) fold models of the given recipe tags, all of which never saw the fold's
-held-out subjects, are put into one model file whose probabilities are averaged, exactly as the shipped
-model averages its networks. Each held-out subject is scored by every single model and by the ensemble::
+held-out subjects, each give a liver probability on the subject's own grid; the ensemble averages those
+probabilities with equal weight per tag, thresholds at 0.5 and keeps the largest component, as the shipped
+model does with its networks. Averaging on the subject's grid rather than inside one model file lets
+recipes with different networks or input slices (depth 5, 5 slices in) join one ensemble::
 
     python bench/ensemble_gain.py --tags e120 e120_seed1 --folds 2 4
-    python bench/ensemble_gain.py --tags e120 e240 --output docs/accuracy_results/ensemble/e120_e240.json
+    python bench/ensemble_gain.py --tags e120 e120_d5 --output docs/accuracy_results/ensemble/e120_d5.json
 
-The tags must share the network and preprocessing (same input slices, spacing, channels).
+Each tag's probabilities are cached (float16, ``--cache``), so trying other combinations of the same
+tags costs no further inference.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +28,29 @@ sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import FOLDS, SUBJECTS, fold_model_path, fold_of, load_subject, mask_dice  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
-from LiverUNetLib.model_file import LiverModel, load_model, save_model  # noqa: E402
+from LiverUNetLib.postprocessing import largest_component  # noqa: E402
+from LiverUNetLib.volume import Volume  # noqa: E402
+
+THRESHOLD = 0.5
 
 
-def fold_ensemble(results: Path, tags: list[str], fold: int, destination: Path) -> Path:
-    """One model file holding the dense fold-``fold`` networks of every tag."""
-    models = [load_model(fold_model_path(results, 1, tag, fold)) for tag in tags]
-    first = models[0]
-    for tag, model in zip(tags, models):
-        if model.network_config != first.network_config or model.preprocess != first.preprocess:
-            raise SystemExit(f"tag {tag!r} has another network or preprocessing than {tags[0]!r}; cannot average them")
-    ensemble = LiverModel([net for m in models for net in m.networks], first.network_config, first.preprocess)
-    save_model(ensemble, destination)
-    return destination
+def held_out_probability(results: Path, tag: str, subject: str, image: Volume, cache: Path) -> np.ndarray:
+    """The liver probability (KJI, float32) of the dense fold-``tag`` model that never saw ``subject``."""
+    model = fold_model_path(results, 1, tag, fold_of(subject))
+    stored = cache / f"{tag or 'e40'}_s{subject}.npy"
+    if stored.exists() and stored.stat().st_mtime >= model.stat().st_mtime:
+        return np.load(stored).astype(np.float32)
+    result = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True))
+    probability = result.probability.array
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(stored, probability.astype(np.float16))
+    return probability.astype(np.float16).astype(np.float32)  # the cached precision, so reruns agree
+
+
+def liver_mask(probability: np.ndarray) -> np.ndarray:
+    """Threshold and largest component: the shipped model's post-processing."""
+    mask = probability >= THRESHOLD
+    return largest_component(mask) if mask.any() else mask
 
 
 def main() -> None:
@@ -46,30 +58,35 @@ def main() -> None:
     parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of dense CV runs ('' for the 40-epoch default)")
     parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
+    parser.add_argument("--cache", type=Path, help="probability cache (default: RESULTS/probabilities)")
     parser.add_argument("--output", type=Path, help="write the per-subject Dice as JSON here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
+    cache = args.cache or args.results / "probabilities"
+    for tag in args.tags:
         for fold in args.folds:
-            ensemble = fold_ensemble(args.results, args.tags, fold, Path(scratch) / f"fold{fold}.pt")
-            for subject in (s for s in SUBJECTS if fold_of(s) == fold):
-                image, _, liver = load_subject(subject)
-
-                def dice(model: Path) -> float:
-                    return mask_dice(liver.array > 0, segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0)
-
-                row = {tag or "e40": dice(fold_model_path(args.results, 1, tag, fold)) for tag in args.tags}
-                row["ensemble"] = dice(ensemble)
-                rows[subject] = row
-                print(f"fold {fold} subject {subject}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+            if not fold_model_path(args.results, 1, tag, fold).exists():
+                raise SystemExit(f"no dense fold-{fold} model for tag {tag!r} in {args.results}; run its CV first")
+    rows: dict[str, dict[str, float]] = {}
+    for fold in args.folds:
+        for subject in (s for s in SUBJECTS if fold_of(s) == fold):
+            image, _, liver = load_subject(subject)
+            reference = liver.array > 0
+            probabilities = {tag: held_out_probability(args.results, tag, subject, image, cache) for tag in args.tags}
+            row = {tag or "e40": mask_dice(reference, liver_mask(p)) for tag, p in probabilities.items()}
+            row["ensemble"] = mask_dice(reference, liver_mask(np.mean(list(probabilities.values()), axis=0)))
+            rows[subject] = row
+            print(f"fold {fold} subject {subject}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     columns = list(next(iter(rows.values())))
     summary = {c: round(float(np.mean([r[c] for r in rows.values()])), 4) for c in columns}
+    spread = {c: round(float(np.std([r[c] for r in rows.values()])), 4) for c in columns}
     print("mean: " + "  ".join(f"{c} {v:.4f}" for c, v in summary.items()))
+    print("sd:   " + "  ".join(f"{c} {v:.4f}" for c, v in spread.items()))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"tags": args.tags, "folds": args.folds, "mean_dice": summary,
+        args.output.write_text(json.dumps({"tags": args.tags, "folds": args.folds, "averaging": "probabilities on the subject's grid",
+                                           "mean_dice": summary, "sd_dice": spread,
                                            "subjects": {s: {c: round(v, 4) for c, v in r.items()} for s, r in rows.items()}},
                                           indent=1) + "\n")
 
