@@ -36,9 +36,13 @@ def test_training_defaults_are_the_shipped_models_recipe():
     recipe = load_model(default_model_path()).card.training["recipe"]
     defaults = TrainConfig()
     for field in ("epochs", "samples_per_epoch", "base_channels", "depth", "in_plane_spacing_mm", "context_slices",
-                  "crop_size", "learning_rate", "appearance_augmentation", "mixed_precision"):
+                  "crop_size", "learning_rate", "appearance_augmentation", "mixed_precision", "boundary_weight",
+                  "augmentation_strength"):
         assert getattr(defaults, field) == recipe[field], field
     assert defaults.intensity_region.value == recipe["intensity_region"]
+    assert defaults.normalization.value == recipe["normalization"]
+    # runs made before the coil-shading transform existed trained without it
+    assert defaults.bias_field_augmentation == recipe.get("bias_field_augmentation", False)
 
 
 @pytest.mark.data
