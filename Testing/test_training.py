@@ -518,3 +518,17 @@ def test_failed_final_write_keeps_the_previous_model(cases, tmp_path, monkeypatc
         train(cases, config(), output, resume=False)
     assert output.read_bytes() == b"previous model"
     assert folder_names(tmp_path) == ["m.pt"]
+
+
+def test_border_weights_reach_the_training_loss(cases, tmp_path):
+    """The product default (w0 = 5) changes what is learned; w0 = 0 is plain BCE. Same seed, same draws."""
+    assert TrainConfig().boundary_weight == 5.0
+
+    def weights(w0: float, name: str) -> list[torch.Tensor]:
+        path = tmp_path / name
+        train(cases, config(boundary_weight=w0), path, resume=False)
+        return [p.detach().clone() for p in load_model(path).networks[0].parameters()]
+
+    plain, plain_again, weighted = weights(0.0, "a.pt"), weights(0.0, "b.pt"), weights(5.0, "c.pt")
+    assert all(torch.equal(a, b) for a, b in zip(plain, plain_again)), "training must be seeded for this check"
+    assert not all(torch.equal(a, c) for a, c in zip(plain, weighted))
