@@ -47,6 +47,11 @@ def error_split(reference: np.ndarray, prediction: np.ndarray, spacing: tuple[fl
             "liver": int(reference.sum())}
 
 
+def wrong_and_far(split: dict[str, int]) -> tuple[int, int]:
+    """All wrong voxels of an ``error_split`` and those farther than the near band."""
+    return sum(v for key, v in split.items() if key != "liver"), split["missed_far"] + split["false_far"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="e120", help="recipe tag of a dense CV run")
@@ -63,13 +68,12 @@ def main() -> None:
         reference = np.moveaxis(liver.array > 0, axis, 0)
         spacing = tuple(float(s) for i, s in enumerate(image.spacing_kji) if i != axis)
         rows[subject] = error_split(reference, np.moveaxis(prediction, axis, 0), spacing, args.near_mm)
-        r = rows[subject]
-        wrong = sum(v for key, v in r.items() if key != "liver")
-        print(f"subject {subject}: {wrong} wrong voxels, {100 * (r['missed_far'] + r['false_far']) / max(wrong, 1):.0f} % "
+        wrong, far = wrong_and_far(rows[subject])
+        print(f"subject {subject}: {wrong} wrong voxels, {100 * far / max(wrong, 1):.0f} % "
               f"farther than {args.near_mm:g} mm from the outline", flush=True)
     total = {key: sum(r[key] for r in rows.values()) for key in next(iter(rows.values()))}
-    wrong = sum(v for key, v in total.items() if key != "liver")
-    far_share = (total["missed_far"] + total["false_far"]) / wrong
+    wrong, far = wrong_and_far(total)
+    far_share = far / wrong
     print(f"all subjects: {wrong} wrong voxels ({total['liver']} liver voxels); {100 * far_share:.0f} % farther than "
           f"{args.near_mm:g} mm from the outline; missed {total['missed_near'] + total['missed_far']}, "
           f"false {total['false_near'] + total['false_far']}")
