@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="file format when OUT is a folder (default .nii.gz)")
     seg.add_argument("--no-largest-component", action="store_true",
                      help="keep every connected piece, not only the largest")
+    seg.add_argument("--no-slice-smoothing", action="store_true",
+                     help="threshold each slice's own probability, without averaging it with its neighbours")
     seg.add_argument("--allow-modality-mismatch", action="store_true",
                      help="run even when the image does not look like the model's modality")
     seg.set_defaults(func=cmd_segment)
@@ -374,6 +376,7 @@ def cmd_segment(args: argparse.Namespace, bar: ProgressBar) -> int:
         return_probability=args.probability,
         batch_size=args.batch_size,
         largest_component=not args.no_largest_component,
+        slice_smoothing=not args.no_slice_smoothing,
         allow_modality_mismatch=args.allow_modality_mismatch,
     )
     for _name, source, target in jobs:

@@ -3,7 +3,8 @@
 Slices are taken perpendicular to the superior axis, normalised with the model's statistics (body box or whole volume),
 resampled in plane to the model's spacing, padded with mirrored borders (overlap-tile for slices
 larger than ``max_tile``), run through every fold network, and the averaged probability is
-resampled back to the native slice size. Work goes batch by batch so memory stays bounded; a GPU
+resampled back to the native slice size and averaged with the neighbouring slices' before the threshold.
+Work goes batch by batch so memory stays bounded; a GPU
 out-of-memory error halves the batch and finally falls back to the CPU.
 """
 
@@ -29,7 +30,7 @@ from .devices import (
 )
 from .errors import LiverUNetError
 from .model_file import LiverModel, ModelSource, resolve_model
-from .postprocessing import fill_holes_per_slice, largest_component
+from .postprocessing import fill_holes_per_slice, largest_component, smooth_across_slices
 from .preprocessing import (
     body_box,
     canonical_orientation,
@@ -60,6 +61,8 @@ class InferenceConfig:
     device: Union[DeviceChoice, str] = DeviceChoice.AUTO
     batch_size: Optional[int] = None
     tta: bool = False
+    # neighbouring slices' probabilities averaged before the threshold (postprocessing.smooth_across_slices)
+    slice_smoothing: bool = True
     largest_component: bool = True
     fill_holes: bool = False
     threshold: Optional[float] = None
@@ -316,6 +319,8 @@ def segment_volume(
             progress(ProgressEvent(Stage.INFERENCE, stop / count, f"{stop}/{count} slices"))
 
     progress(ProgressEvent(Stage.POSTPROCESSING, 1.0, "Cleaning up the mask"))
+    if config.slice_smoothing:
+        smooth_across_slices(probability)
     threshold = config.threshold if config.threshold is not None else liver_model.threshold
     mask = probability >= threshold
     # clean-up only inside the mask's bounding box (+1 voxel): the same result, a fraction of the

@@ -26,3 +26,29 @@ def fill_holes_per_slice(mask: np.ndarray, slice_axis: int) -> np.ndarray:
         else:
             filled[index] = plane
     return np.moveaxis(filled, 0, slice_axis).astype(bool)
+
+
+#: Weights of a slice and its two neighbours in ``smooth_across_slices`` (a 3-tap binomial kernel).
+SLICE_SMOOTHING_WEIGHTS = (0.25, 0.5, 0.25)
+
+
+def smooth_across_slices(probability: np.ndarray) -> np.ndarray:
+    """Average each slice's probability with its two neighbours (1/4, 1/2, 1/4), in place, slices first.
+
+    A 2D network decides each slice on its own, so a region it half-believes in flickers from slice to
+    slice; averaging along the slice axis before the threshold lets the neighbours vote. On the CHAOS
+    cross-validation it raised the shipped models' Dice for 14 of 15 held-out subjects (+0.003) and lowered
+    HD95 and ASSD for all seven recipes tried (bench/slice_smoothing.py). The end slices count themselves in
+    place of the missing neighbour. Works slice by slice so a large CT needs no second full-size copy.
+    """
+    count = probability.shape[0]
+    if count < 2:
+        return probability
+    side, centre, _ = SLICE_SMOOTHING_WEIGHTS
+    previous = probability[0].copy()
+    for index in range(count):
+        current = probability[index].copy()
+        following = probability[index + 1] if index + 1 < count else current
+        probability[index] = centre * current + side * (previous + following)
+        previous = current
+    return probability

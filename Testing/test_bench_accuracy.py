@@ -82,6 +82,13 @@ def test_recipe_network_and_loss_variants_reach_the_training_settings():
         accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)
 
 
+def test_the_benchmark_scores_without_slice_smoothing_unless_the_recipe_asks():
+    """Every row before the seventh session was scored without it; the product smooths by default."""
+    assert accuracy.inference_config(accuracy.Recipe()).slice_smoothing is False
+    assert accuracy.inference_config(accuracy.Recipe().with_overrides(["slice_smoothing=true"])).slice_smoothing is True
+    assert accuracy.inference_config(accuracy.Recipe()).device == "cpu"
+
+
 def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_path):
     base = {"protocol": "generalisation", "k": 1, "fold": 0, "test_subjects": ["3"], "annotated_slices": 400,
             "train_seconds": 10.0, "device": "cpu", "recipe": {},

@@ -1,4 +1,5 @@
-"""bench/ensemble_gain.py and bench/error_distance.py: probability cache, post-processing, error split."""
+"""bench/ensemble_gain.py, bench/error_distance.py and bench/slice_smoothing.py: probability cache,
+post-processing, error split, smoothing across slices."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ensemble_gain = pytest.importorskip("bench.ensemble_gain")
 error_distance = pytest.importorskip("bench.error_distance")
+slice_smoothing = pytest.importorskip("bench.slice_smoothing")
 
 from bench.accuracy import fold_model_path, fold_of  # noqa: E402
 from engine_helpers import box_volume, one_thread, pointwise_model  # noqa: E402, F401 - autouse fixture
+from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.model_file import save_model  # noqa: E402
 
 
@@ -32,6 +35,47 @@ def test_held_out_probability_is_cached_and_recomputed_when_the_fold_model_chang
     later = (cache / "t_s3.npy").stat().st_mtime + 10
     os.utime(model, (later, later))  # the fold model was retrained after the map was cached
     np.testing.assert_array_equal(ensemble_gain.held_out_probability(tmp_path, "t", "3", image, cache), first)
+
+
+def test_the_cache_holds_the_network_s_own_probability_not_a_smoothed_one(tmp_path):
+    image, _ = box_volume()
+    model = fold_model_path(tmp_path, 1, "t", fold_of("3"))
+    model.parent.mkdir(parents=True)
+    save_model(pointwise_model(), model)
+    cached = ensemble_gain.held_out_probability(tmp_path, "t", "3", image, tmp_path / "cache")
+    raw = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True, slice_smoothing=False))
+    smoothed = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True))
+    np.testing.assert_array_equal(cached, raw.probability.array.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(cached, smoothed.probability.array.astype(np.float16).astype(np.float32))
+
+
+def test_liver_mask_smooths_across_the_given_slice_axis_first_and_leaves_its_input_alone():
+    probability = np.zeros((8, 5, 3), np.float32)  # slice axis last here
+    probability[1:7, 1:4, :] = 0.9
+    probability[2, 2, 1] = 0.3  # an unsure slice inside the liver
+    before = probability.copy()
+    plain = ensemble_gain.liver_mask(probability)
+    smoothed = ensemble_gain.liver_mask(probability, smoothing_axis=2)
+    np.testing.assert_array_equal(probability, before)
+    assert not plain[2, 2, 1] and smoothed[2, 2, 1]
+    # along axis 0 the liver's first and last slices fade to 0.675 and stay
+    assert ensemble_gain.liver_mask(probability, smoothing_axis=0)[[1, 6], 2, 0].all()
+
+
+def test_slice_smoothing_bench_scores_both_variants_and_counts_the_paired_change():
+    liver, box = box_volume(slices=9, box=((2, 7), (6, 20), (4, 14)))
+    liver = liver.with_array(box.astype(np.uint8))
+    probability = np.where(box, 0.9, 0.05).astype(np.float32)
+    axis = liver.slice_axis()
+    hole = [slice(6, 20), slice(4, 14)]
+    hole.insert(axis, 4)
+    probability[tuple(hole)] = 0.4  # one unsure slice through the whole liver
+    row = slice_smoothing.score_variants(probability, liver, axis)
+    assert row["smoothed"]["dice"] == 1.0 and row["plain"]["dice"] < 0.95
+    summary = slice_smoothing.summarise({"a": row, "b": {"plain": row["smoothed"], "smoothed": row["plain"]}})
+    assert summary["dice_change"]["raised"] == 1 and summary["dice_change"]["lowered"] == 1
+    assert summary["dice_change"]["mean"] == 0.0
+    assert summary["plain"]["dice"] == summary["smoothed"]["dice"]
 
 
 def test_liver_mask_thresholds_at_one_half_and_keeps_the_largest_region():

@@ -13,6 +13,7 @@ from LiverUNetLib import cli
 from LiverUNetLib.cli import ProgressBar, case_key, main
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.image_io import read_image, write_image
+from LiverUNetLib.postprocessing import smooth_across_slices
 from LiverUNetLib.progress import ProgressEvent, Stage
 from LiverUNetLib.segmentation_file import LIVER_TERMINOLOGY, read_segmentation
 
@@ -101,6 +102,21 @@ def test_segment_folder_needs_output_folder(trained, tmp_path, capsys):
     probability = read_image(out_dir / "image_00_liver_probability.nrrd")
     assert probability.array.dtype.kind == "f"
     assert 0.0 <= probability.array.min() and probability.array.max() <= 1.0
+
+
+def test_segment_smooths_across_slices_unless_told_not_to(trained, tmp_path, capsys):
+    image_path = trained["pairs"][0][0]
+    maps = {}
+    for name, flags in (("smoothed", ()), ("raw", ("--no-slice-smoothing",))):
+        out = tmp_path / f"{name}.nrrd"
+        code, _, err = run(capsys, "segment", str(image_path), "--output", str(out), "--model", str(trained["model"]),
+                           "--probability", *flags)
+        assert code == 0, err
+        maps[name] = read_image(tmp_path / f"{name}_probability.nrrd")
+    axis = maps["raw"].slice_axis()
+    expected = np.moveaxis(smooth_across_slices(np.moveaxis(maps["raw"].array.astype(np.float32), axis, 0).copy()), 0, axis)
+    np.testing.assert_allclose(maps["smoothed"].array, expected, atol=1e-6)
+    assert not np.array_equal(maps["smoothed"].array, maps["raw"].array)
 
 
 def test_segment_without_default_model_says_so(tmp_path, capsys, monkeypatch):

@@ -18,6 +18,7 @@ from LiverUNetLib.devices import autocast_dtype, cpu_has_native_bf16, is_out_of_
 from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.inference import InferenceConfig, segment_volume
 from LiverUNetLib.model_file import save_model
+from LiverUNetLib.postprocessing import smooth_across_slices
 from LiverUNetLib.progress import CancelToken, Stage
 from LiverUNetLib.volume import Volume
 
@@ -277,9 +278,10 @@ def test_fill_holes_per_slice():
     array = volume.array.copy()
     array[2, 10:13, 8:10] = 100.0  # a dark vessel inside the liver outline
     holed = volume.with_array(array)
-    plain = segment_volume(holed, pointwise_model(), cpu())
+    # a one-slice hole is also what smoothing across slices closes: here only hole filling is under test
+    plain = segment_volume(holed, pointwise_model(), cpu(slice_smoothing=False))
     assert not plain.mask.array[2, 11, 9]
-    filled = segment_volume(holed, pointwise_model(), cpu(fill_holes=True))
+    filled = segment_volume(holed, pointwise_model(), cpu(fill_holes=True, slice_smoothing=False))
     np.testing.assert_array_equal(filled.mask.array.astype(bool), box)
 
 
@@ -389,3 +391,16 @@ def test_ct_on_an_mri_model_is_refused_unless_allowed():
 def test_bad_images_are_refused(array, words):
     with pytest.raises(LiverUNetError, match=words):
         segment_volume(Volume(array), pointwise_model(), cpu())
+
+
+def test_slice_smoothing_averages_the_probability_before_the_threshold(trained):
+    image, _ = phantom(seed=15)
+    raw = segment_volume(image, trained, cpu(slice_smoothing=False, largest_component=False, return_probability=True))
+    smoothed = segment_volume(image, trained, cpu(largest_component=False, return_probability=True))
+    assert InferenceConfig().slice_smoothing, "the product smooths by default (docs/accuracy_notes.md)"
+    axis = image.slice_axis()
+    expected = np.moveaxis(smooth_across_slices(np.moveaxis(raw.probability.array, axis, 0).copy()), 0, axis)
+    np.testing.assert_allclose(smoothed.probability.array, expected, atol=1e-6)
+    np.testing.assert_array_equal(smoothed.mask.array.astype(bool), smoothed.probability.array >= 0.5)
+    np.testing.assert_array_equal(raw.mask.array.astype(bool), raw.probability.array >= 0.5)
+    assert not np.array_equal(raw.probability.array, smoothed.probability.array)

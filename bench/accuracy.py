@@ -75,6 +75,9 @@ class Recipe:
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
     densify_appearance_augmentation: bool = FILL_RECIPE.appearance_augmentation
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
+    # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
+    # the seventh session; off here so every earlier row stays comparable (its gain: bench/ensemble_gain.py)
+    slice_smoothing: bool = False
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """``["epochs=60", "intensity_region=volume"]`` -> a recipe with those fields changed (typed)."""
@@ -168,20 +171,26 @@ def fold_model_path(results: Path, k: int, tag: str, fold: int) -> Path:
     return results / "models" / f"{_experiment(k, tag)}_fold{fold}.pt"
 
 
-def held_out_mask(results: Path, subject: str, tag: str = "") -> np.ndarray:
+def inference_config(recipe: Recipe) -> InferenceConfig:
+    """How the benchmark segments: on the CPU, with the recipe's post-processing."""
+    return InferenceConfig(device="cpu", slice_smoothing=recipe.slice_smoothing)
+
+
+def held_out_mask(results: Path, subject: str, tag: str = "", recipe: Optional[Recipe] = None) -> np.ndarray:
     """The liver mask (KJI) of the dense CV fold model that never saw ``subject``."""
     image, _, _ = load_subject(subject)
     model = fold_model_path(results, 1, tag, fold_of(subject))
-    return segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
+    return segment_volume(image, model, inference_config(recipe or Recipe())).mask.array > 0
 
 
-def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model: Path) -> tuple[SparseLabel, float]:
+def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model: Path,
+                       recipe: Optional[Recipe] = None) -> tuple[SparseLabel, float]:
     """Self-training: ``model`` fills the unpainted slices; painted slices keep their paint.
 
     Returns the label (every slice now counts as painted) and, for the report only, the Dice of the
     filled-in slices against the manual labels, which the training never sees.
     """
-    predicted = segment_volume(image, model, InferenceConfig(device="cpu")).mask.array > 0
+    predicted = segment_volume(image, model, inference_config(recipe or Recipe())).mask.array > 0
     axis = image.slice_axis()
     index = [slice(None)] * 3
     index[axis] = painted.annotated
@@ -245,7 +254,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             painted_slices += label.annotated_count
             if init is not None:
                 filler = fill_model_for(image, label, s, init, recipe, results) if fill_per_subject else init
-                label, fill_quality[s] = self_trained_label(image, label, liver, filler)
+                label, fill_quality[s] = self_trained_label(image, label, liver, filler, recipe)
                 if filler != init:
                     filler.unlink()
             cases.append(TrainingCase(s, image, label))
@@ -257,7 +266,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         rows = {}
         for s in test:
             image, _, liver = load_subject(s)
-            result = segment_volume(image, model_path, InferenceConfig(device="cpu"))
+            result = segment_volume(image, model_path, inference_config(recipe))
             rows[s] = metrics_row(liver, result.mask)
             print(f"k={k} fold={fold} subject={s} dice={rows[s]['dice']:.4f}", flush=True)
         record = {
@@ -312,7 +321,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
                 config = densify_config(recipe, fine_tune=mode == "finetune")
                 model_path = results / "models" / f"densify_{mode}_k{k}_s{s}.pt"
                 train([TrainingCase(s, image, sparse)], config, model_path, init_model=init, resume=False)
-                filled = segment_volume(image, model_path, InferenceConfig(device="cpu")).mask.array.copy()
+                filled = segment_volume(image, model_path, inference_config(recipe)).mask.array.copy()
                 model_path.unlink(missing_ok=True)
             filled[tuple(index)] = liver.array[tuple(index)]  # painted slices stay as painted
             row = metrics_row(liver, liver.with_array(filled), unpainted)
@@ -482,6 +491,17 @@ def train_on_all_subjects(k: int, recipe: Recipe, results: Path, tag: str = "") 
     return path, record["train_seconds"], record["device"]
 
 
+def _post_processing_note(recipe: dict[str, Any]) -> str:
+    """How the card's scores were post-processed, against what ``segment_volume`` does by default."""
+    if recipe.get("slice_smoothing", False):
+        return ("Scored as `liverunet segment` and Slicer run it: probabilities averaged across neighbouring slices, "
+                "threshold 0.5, largest component.")
+    return ("Scored with threshold 0.5 and the largest component. `liverunet segment` and Slicer also average each "
+            "slice's probability with its neighbours' before the threshold (`InferenceConfig.slice_smoothing`, on by "
+            "default); `python bench/slice_smoothing.py --tags <tag>` scores these same fold models with it "
+            "(docs/accuracy_notes.md).")
+
+
 def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: bool = False) -> None:
     """Combine the k-fold CV models into one ensemble model file with a model card; with
     ``all_subjects``, ship one network trained on every subject with the CV's recipe instead (for
@@ -549,6 +569,7 @@ def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: 
            "four-fifths of this small data set. " if any(d < 0.5 for d in per_subject.values()) else ""),
         "",
         "Per subject: " + ", ".join(f"{s}: {d}" for s, d in sorted(per_subject.items(), key=lambda x: int(x[0]))), "",
+        _post_processing_note(recipe), "",
         "## Limits", "",
         "Trained on T2-SPIR MRI of healthy livers from one scanner. CT, other MRI sequences and diseased livers "
         "are out of its domain: CT input is refused, and other inputs should be checked and, if needed, used to "

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import FOLDS, SUBJECTS, fold_model_path, fold_of, load_subject, mask_dice  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
-from LiverUNetLib.postprocessing import largest_component  # noqa: E402
+from LiverUNetLib.postprocessing import largest_component, smooth_across_slices  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 THRESHOLD = 0.5
@@ -40,15 +41,20 @@ def held_out_probability(results: Path, tag: str, subject: str, image: Volume, c
     stored = cache / f"{tag or 'e40'}_s{subject}.npy"
     if stored.exists() and stored.stat().st_mtime >= model.stat().st_mtime:
         return np.load(stored).astype(np.float32)
-    result = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True))
+    # the network's own probability: smoothing across slices is a post-processing step (liver_mask)
+    result = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True, slice_smoothing=False))
     probability = result.probability.array
     cache.mkdir(parents=True, exist_ok=True)
     np.save(stored, probability.astype(np.float16))
     return probability.astype(np.float16).astype(np.float32)  # the cached precision, so reruns agree
 
 
-def liver_mask(probability: np.ndarray) -> np.ndarray:
-    """Threshold and largest component: the shipped model's post-processing."""
+def liver_mask(probability: np.ndarray, smoothing_axis: Optional[int] = None) -> np.ndarray:
+    """Threshold and largest component, the benchmark's post-processing; with ``smoothing_axis`` (the
+    slice axis) the probability is first averaged across slices as the product does by default."""
+    if smoothing_axis is not None:
+        probability = probability.copy()
+        smooth_across_slices(np.moveaxis(probability, smoothing_axis, 0))
     mask = probability >= THRESHOLD
     return largest_component(mask) if mask.any() else mask
 
