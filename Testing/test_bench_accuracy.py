@@ -77,6 +77,10 @@ def test_recipe_network_and_loss_variants_reach_the_training_settings():
     assert config.depth == 5 and config.boundary_weight == 5.0 and config.bias_field_augmentation is True
     # densifying learns one scan's own shading as well as its contrast: the field stays off there
     assert accuracy.densify_config(recipe, fine_tune=True).bias_field_augmentation is False
+    # a fill's run-to-run spread is measured with other seeds; the default stays the seed every row used
+    assert accuracy.densify_config(recipe, fine_tune=True).seed == 0
+    reseeded = accuracy.Recipe().with_overrides(["seed=2"])
+    assert accuracy.densify_config(reseeded, fine_tune=True).seed == 2 and accuracy.densify_config(reseeded, False).seed == 2
     assert config.network_config().normalization.value == "instance"
     with pytest.raises(LiverUNetError, match="normalization must be one of"):
         accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)

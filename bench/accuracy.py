@@ -206,10 +206,11 @@ def densify_config(recipe: Recipe, fine_tune: bool):
     """Training settings for densifying one volume (fine-tuned from a model, or from scratch)."""
     appearance = dict(appearance_augmentation=recipe.densify_appearance_augmentation,
                       bias_field_augmentation=recipe.densify_appearance_augmentation and recipe.bias_field_augmentation)
+    # seed 0 unless the recipe asks for other draws (the fill's run-to-run spread)
     if fine_tune:
-        return train_config(recipe, seed=0, epochs=recipe.finetune_epochs, learning_rate=recipe.finetune_learning_rate,
-                            **appearance)
-    return train_config(recipe, seed=0, epochs=recipe.scratch_epochs, **appearance)
+        return train_config(recipe, seed=recipe.seed, epochs=recipe.finetune_epochs,
+                            learning_rate=recipe.finetune_learning_rate, **appearance)
+    return train_config(recipe, seed=recipe.seed, epochs=recipe.scratch_epochs, **appearance)
 
 
 def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path, recipe: Recipe, results: Path) -> Path:
