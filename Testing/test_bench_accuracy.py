@@ -113,6 +113,12 @@ def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_pa
     text = out.read_text()
     assert "never saw the subject | 1 | 0.910 ± 0.000" in text
     assert "never saw the subject (e120 CV model) | 1 | 0.930 ± 0.000" in text
+    (tmp_path / "densify_k5_base_e120_s3.json").write_text(json.dumps({
+        "protocol": "densify", "k": 5, "mode": "base", "tag": "e120", "subject": "3", "painted": [1],
+        "seconds": 1.0, "dice": 0.9, "hd95_mm": 9.0, "assd_mm": 3.0, "volume_ml": 1.0, "dice_scored_slices": 0.89}))
+    accuracy.report(tmp_path, out)
+    text = out.read_text()
+    assert text.index("not trained on the paint (e120 CV model) | 1 | 0.890 ± 0.000") < text.index("fine-tuned from the CV")
     recipe = accuracy.asdict(accuracy.Recipe().with_overrides(["epochs=120", "appearance_augmentation=false"]))
     command = accuracy._command(1, "e120", recipe)
     assert "--set epochs=120" in command and "--set appearance_augmentation=false" in command
@@ -139,6 +145,27 @@ def test_self_trained_label_keeps_the_paint_and_fills_every_other_slice(tmp_path
     filled = label.mask[unpainted]
     expected = 2 * (filled & (liver.array[unpainted] > 0)).sum() / (filled.sum() + (liver.array[unpainted] > 0).sum())
     assert quality == pytest.approx(expected)
+
+
+def test_densify_base_mode_scores_the_cv_model_alone_with_the_paint_pasted_in(tmp_path, monkeypatch):
+    """The baseline that fine-tuning is measured against: no training, the fold model's mask plus the paint."""
+    from engine_helpers import pointwise_model
+    from LiverUNetLib.labels import sparse_label_from_mask
+    from LiverUNetLib.model_file import save_model
+
+    liver = _ellipsoid()
+    image = liver.with_array(200 + 300 * liver.array.astype(np.float32))
+    dense = sparse_label_from_mask(image, liver, dense=True)
+    monkeypatch.setattr(accuracy, "load_subject", lambda subject: (image, dense, liver))  # a synthetic subject
+    model = accuracy.fold_model_path(tmp_path, 1, "t", accuracy.fold_of("3"))
+    model.parent.mkdir(parents=True)
+    save_model(pointwise_model(), model)
+    accuracy.run_densify(5, ["base"], accuracy.Recipe(), tmp_path, ["3", "13"], base_tag="t")
+    record = json.loads((tmp_path / "densify_k5_base_t_s3.json").read_text())
+    assert record["mode"] == "base" and record["tag"] == "t" and record["painted"] == dense.keep_every_k(5).annotated.tolist()
+    assert record["dice_scored_slices"] > 0.95  # the bright ellipsoid, found without any training
+    assert not (tmp_path / "densify_k5_base_t_s13.json").exists(), "subject 13 has no fold model here: skipped"
+    assert not list((tmp_path / "models").glob("densify_*")), "nothing was trained"
 
 
 @pytest.mark.parametrize("fine_tune", [True, False])

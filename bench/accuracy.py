@@ -47,6 +47,7 @@ from LiverUNetLib.volume import Volume  # noqa: E402
 DATA = Path(os.environ.get("LIVERUNET_DATA", ROOT.parent / "shared" / "data")) / "chaos-mr-t2"
 SUBJECTS = ["3", "5", "13", "15", "19", "20", "21", "22", "31", "32", "34", "36", "37", "38", "39"]
 FOLDS = 5
+DENSIFY_MODES = ["mci", "base", "finetune", "scratch"]
 
 
 @dataclass
@@ -294,7 +295,7 @@ def contour_interpolation(liver: Volume, painted: np.ndarray) -> np.ndarray:
 
 
 def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subjects: list[str], base_tag: str = "") -> None:
-    """``base_tag``: fine-tune from that recipe variant's k=1 CV models (results are kept apart by the tag)."""
+    """``base_tag``: fine-tune from (mode base: only run) that recipe variant's k=1 CV models (results kept apart by tag)."""
     from LiverUNetLib.training import TrainingCase, train
 
     for s in subjects:
@@ -305,13 +306,19 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
         index = [slice(None)] * 3
         index[axis] = sparse.annotated
         for mode in modes:
-            tag = base_tag if mode == "finetune" else ""
+            tag = base_tag if mode in ("finetune", "base") else ""
             out = results / f"{_tagged(f'densify_k{k}_{mode}', tag)}_s{s}.json"
             if out.exists():
                 continue
             started = time.perf_counter()
             if mode == "mci":
                 filled = contour_interpolation(liver, sparse.annotated)
+            elif mode == "base":  # what fine-tuning has to add: the CV model alone, no training
+                model = fold_model_path(results, 1, tag, fold_of(s))
+                if not model.exists():
+                    print(f"skip base for {s}: {model} missing (run generalisation --k 1 first)")
+                    continue
+                filled = segment_volume(image, model, inference_config(recipe)).mask.array.copy()
             else:
                 init = None
                 if mode == "finetune":
@@ -395,12 +402,13 @@ def report(results: Path, output: Path) -> None:
                   "| k | method | subjects | Dice (unpainted slices) | Dice (whole filled volume) | HD95 mm | ASSD mm | seconds / subject |",
                   "|---|---|---|---|---|---|---|---|"]
         names = {"mci": "ITK morphological contour interpolation (Fill between slices)",
+                 "base": "LiverUNet, the CV model that never saw the subject, not trained on the paint",
                  "finetune": "LiverUNet, fine-tuned from the CV model that never saw the subject",
                  "scratch": "LiverUNet, from scratch on the painted slices only"}
         by_run: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
         for r in dens:
             by_run.setdefault((r["k"], r["mode"], r.get("tag", "")), []).append(r)
-        methods = sorted({(mode, tag) for _, mode, tag in by_run}, key=lambda m: (["mci", "finetune", "scratch"].index(m[0]), m[1]))
+        methods = sorted({(mode, tag) for _, mode, tag in by_run}, key=lambda m: (DENSIFY_MODES.index(m[0]), m[1]))
         method_name = {m: names[m[0]] + (f" ({m[1]} CV model)" if m[1] else "") for m in methods}
         ks = sorted({k for k, _, _ in by_run})
         for k in ks:
@@ -448,7 +456,8 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
     axes[0].axhline(0.83, color="grey", linestyle="--", label="published Keras study (0.83)")
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
     axes[0].legend()
-    labels = {"mci": "contour interpolation (peer)", "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
+    labels = {"mci": "contour interpolation (peer)", "base": "LiverUNet CV model, untrained on the paint",
+              "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
     for (mode, tag), values in dens.items():
         ks = sorted(values)
         axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3,
@@ -597,9 +606,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="with --self-train-from: fine-tune the fold model on each subject's painted slices before it fills them")
     d = sub.add_parser("densify")
     d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
-    d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=["mci", "finetune", "scratch"])
+    d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=DENSIFY_MODES,
+                   help="base: the CV model alone, painted slices pasted in (what fine-tuning adds is measured against it)")
     d.add_argument("--subjects", nargs="+", default=SUBJECTS)
-    d.add_argument("--tag", default="", help="fine-tune from this recipe variant's k=1 CV models (generalisation --tag)")
+    d.add_argument("--tag", default="", help="fine-tune from (or, with base, use) this recipe variant's k=1 CV models (generalisation --tag)")
     r = sub.add_parser("report")
     r.add_argument("--output", type=Path, default=ROOT / "docs" / "accuracy.md")
     a = sub.add_parser("all", help="generalisation k=1,3,5, densify k=3,5,10 (all modes), then the report")
