@@ -37,6 +37,17 @@ def test_held_out_probability_is_cached_and_recomputed_when_the_fold_model_chang
     np.testing.assert_array_equal(ensemble_gain.held_out_probability(tmp_path, "t", "3", image, cache), first)
 
 
+def test_sparse_label_models_are_read_and_cached_apart_from_the_dense_ones(tmp_path):
+    image, box = box_volume()
+    model = fold_model_path(tmp_path, 5, "t", fold_of("3"))
+    model.parent.mkdir(parents=True)
+    save_model(pointwise_model(), model)
+    cache = tmp_path / "cache"
+    probability = ensemble_gain.held_out_probability(tmp_path, "t", "3", image, cache, k=5)
+    assert ensemble_gain.liver_mask(probability)[box].all()
+    assert [p.name for p in cache.iterdir()] == ["k5_t_s3.npy"]  # no dense (k=1) model was needed or cached
+
+
 def test_the_cache_holds_the_network_s_own_probability_not_a_smoothed_one(tmp_path):
     image, _ = box_volume()
     model = fold_model_path(tmp_path, 1, "t", fold_of("3"))

@@ -35,10 +35,11 @@ from LiverUNetLib.volume import Volume  # noqa: E402
 THRESHOLD = 0.5
 
 
-def held_out_probability(results: Path, tag: str, subject: str, image: Volume, cache: Path) -> np.ndarray:
-    """The liver probability (KJI, float32) of the dense fold-``tag`` model that never saw ``subject``."""
-    model = fold_model_path(results, 1, tag, fold_of(subject))
-    stored = cache / f"{tag or 'e40'}_s{subject}.npy"
+def held_out_probability(results: Path, tag: str, subject: str, image: Volume, cache: Path, k: int = 1) -> np.ndarray:
+    """The liver probability (KJI, float32) of the fold-``tag`` model (painted every ``k``-th slice; 1: dense)
+    that never saw ``subject``."""
+    model = fold_model_path(results, k, tag, fold_of(subject))
+    stored = cache / f"{'' if k == 1 else f'k{k}_'}{tag or 'e40'}_s{subject}.npy"
     if stored.exists() and stored.stat().st_mtime >= model.stat().st_mtime:
         return np.load(stored).astype(np.float32)
     # the network's own probability: smoothing across slices is a post-processing step (liver_mask)

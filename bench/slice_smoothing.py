@@ -2,11 +2,12 @@
 
 A 2D network decides every slice on its own. ``postprocessing.smooth_across_slices`` averages each slice's
 liver probability with its two neighbours' (1/4, 1/2, 1/4) before the threshold. For every held-out
-subject of dense CV runs this scores the shipped post-processing with and without that step (Dice, HD95,
-ASSD on the native grid), from the same cached probabilities as ``bench/ensemble_gain.py``, so it costs
-no training::
+subject of CV runs (dense, or painted every k-th slice with ``--k``) this scores the shipped
+post-processing with and without that step (Dice, HD95, ASSD on the native grid), from the same cached
+probabilities as ``bench/ensemble_gain.py``, so it costs no training::
 
     python bench/slice_smoothing.py --tags e120_bw5 e120 --output docs/accuracy_results/slice_smoothing.json
+    python bench/slice_smoothing.py --k 5 --tags e120_bw5 e120      # the models trained on every 5th slice
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def summarise(rows: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of dense CV runs")
+    parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of CV runs")
+    parser.add_argument("--k", type=int, default=1, help="the CV runs painted every k-th slice (default 1: dense)")
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--cache", type=Path, help="probability cache (default: RESULTS/probabilities)")
     parser.add_argument("--output", type=Path, help="write per-subject and summary figures as JSON here")
@@ -58,14 +60,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cache = args.cache or args.results / "probabilities"
     for tag in args.tags:
-        missing = [s for s in SUBJECTS if not fold_model_path(args.results, 1, tag, fold_of(s)).exists()]
+        missing = [s for s in SUBJECTS if not fold_model_path(args.results, args.k, tag, fold_of(s)).exists()]
         if missing:
-            raise SystemExit(f"no dense fold model for tag {tag!r} covering subjects {missing}; run its CV first")
+            raise SystemExit(f"no k={args.k} fold model for tag {tag!r} covering subjects {missing}; run its CV first")
     per_tag: dict[str, dict[str, dict[str, dict[str, float]]]] = {tag: {} for tag in args.tags}
     for subject in SUBJECTS:
         image, _, liver = load_subject(subject)
         for tag in args.tags:
-            probability = held_out_probability(args.results, tag, subject, image, cache)
+            probability = held_out_probability(args.results, tag, subject, image, cache, args.k)
             row = score_variants(probability, liver, image.slice_axis())
             per_tag[tag][subject] = row
             print(f"{tag} subject {subject}: Dice {row['plain']['dice']:.4f} -> {row['smoothed']['dice']:.4f}", flush=True)
@@ -81,7 +83,7 @@ def main() -> None:
               f"ASSD {summary['plain']['assd_mm']:.2f} -> {summary['smoothed']['assd_mm']:.2f} mm")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"tags": args.tags, "kernel": "1/4, 1/2, 1/4 across slices, before the 0.5 threshold",
+        args.output.write_text(json.dumps({"tags": args.tags, "k": args.k, "kernel": "1/4, 1/2, 1/4 across slices, before the 0.5 threshold",
                                            **report}, indent=1) + "\n")
 
 
