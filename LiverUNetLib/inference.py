@@ -3,9 +3,9 @@
 Slices are taken perpendicular to the superior axis, normalised with the model's statistics (body box or whole volume),
 resampled in plane to the model's spacing, padded with mirrored borders (overlap-tile for slices
 larger than ``max_tile``), run through every fold network, and the averaged probability is
-resampled back to the native slice size and averaged with the neighbouring slices' before the threshold.
-Work goes batch by batch so memory stays bounded; a GPU
-out-of-memory error halves the batch and finally falls back to the CPU.
+resampled back to the native slice size, then averaged with the neighbouring slices' before the
+threshold. Work goes batch by batch so memory stays bounded; a GPU out-of-memory error halves the batch
+and finally falls back to the CPU.
 """
 
 from __future__ import annotations

@@ -21,11 +21,17 @@ from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.model_file import save_model  # noqa: E402
 
 
-def test_held_out_probability_is_cached_and_recomputed_when_the_fold_model_changes(tmp_path):
-    image, box = box_volume()
-    model = fold_model_path(tmp_path, 1, "t", fold_of("3"))
+def _fold_model(results: Path, k: int) -> Path:
+    """A pointwise model (it finds the phantom's bright box) as subject 3's fold model of tag 't'."""
+    model = fold_model_path(results, k, "t", fold_of("3"))
     model.parent.mkdir(parents=True)
     save_model(pointwise_model(), model)
+    return model
+
+
+def test_held_out_probability_is_cached_and_recomputed_when_the_fold_model_changes(tmp_path):
+    image, box = box_volume()
+    model = _fold_model(tmp_path, 1)
     cache = tmp_path / "cache"
     first = ensemble_gain.held_out_probability(tmp_path, "t", "3", image, cache)
     assert first.shape == image.array.shape and (cache / "t_s3.npy").exists()
@@ -39,9 +45,7 @@ def test_held_out_probability_is_cached_and_recomputed_when_the_fold_model_chang
 
 def test_sparse_label_models_are_read_and_cached_apart_from_the_dense_ones(tmp_path):
     image, box = box_volume()
-    model = fold_model_path(tmp_path, 5, "t", fold_of("3"))
-    model.parent.mkdir(parents=True)
-    save_model(pointwise_model(), model)
+    _fold_model(tmp_path, 5)
     cache = tmp_path / "cache"
     probability = ensemble_gain.held_out_probability(tmp_path, "t", "3", image, cache, k=5)
     assert ensemble_gain.liver_mask(probability)[box].all()
@@ -50,9 +54,7 @@ def test_sparse_label_models_are_read_and_cached_apart_from_the_dense_ones(tmp_p
 
 def test_the_cache_holds_the_network_s_own_probability_not_a_smoothed_one(tmp_path):
     image, _ = box_volume()
-    model = fold_model_path(tmp_path, 1, "t", fold_of("3"))
-    model.parent.mkdir(parents=True)
-    save_model(pointwise_model(), model)
+    model = _fold_model(tmp_path, 1)
     cached = ensemble_gain.held_out_probability(tmp_path, "t", "3", image, tmp_path / "cache")
     raw = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True, slice_smoothing=False))
     smoothed = segment_volume(image, model, InferenceConfig(device="cpu", return_probability=True))

@@ -50,6 +50,19 @@ def held_out_probability(results: Path, tag: str, subject: str, image: Volume, c
     return probability.astype(np.float16).astype(np.float32)  # the cached precision, so reruns agree
 
 
+def add_probability_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """--results, --cache and --threads, shared by the benchmarks that read held-out probabilities."""
+    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
+    parser.add_argument("--cache", type=Path, help="probability cache (default: RESULTS/probabilities)")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def probability_cache(args: argparse.Namespace) -> Path:
+    """Apply --threads and return the cache folder chosen by those arguments."""
+    torch.set_num_threads(args.threads)
+    return args.cache or args.results / "probabilities"
+
+
 def liver_mask(probability: np.ndarray, smoothing_axis: Optional[int] = None) -> np.ndarray:
     """Threshold and largest component, the benchmark's post-processing; with ``smoothing_axis`` (the
     slice axis) the probability is first averaged across slices as the product does by default."""
@@ -64,13 +77,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of dense CV runs ('' for the 40-epoch default)")
     parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
-    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
-    parser.add_argument("--cache", type=Path, help="probability cache (default: RESULTS/probabilities)")
+    add_probability_cache_arguments(parser)
     parser.add_argument("--output", type=Path, help="write the per-subject Dice as JSON here")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cache = args.cache or args.results / "probabilities"
+    cache = probability_cache(args)
     for tag in args.tags:
         for fold in args.folds:
             if not fold_model_path(args.results, 1, tag, fold).exists():

@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import SUBJECTS, fold_model_path, fold_of, load_subject, metrics_row  # noqa: E402
-from bench.ensemble_gain import held_out_probability, liver_mask  # noqa: E402
+from bench.ensemble_gain import add_probability_cache_arguments, held_out_probability, liver_mask, probability_cache  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 VARIANTS = ("plain", "smoothed")
@@ -52,13 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of CV runs")
     parser.add_argument("--k", type=int, default=1, help="the CV runs painted every k-th slice (default 1: dense)")
-    parser.add_argument("--results", type=Path, default=ROOT / "runs" / "accuracy")
-    parser.add_argument("--cache", type=Path, help="probability cache (default: RESULTS/probabilities)")
+    add_probability_cache_arguments(parser)
     parser.add_argument("--output", type=Path, help="write per-subject and summary figures as JSON here")
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cache = args.cache or args.results / "probabilities"
+    cache = probability_cache(args)
     for tag in args.tags:
         missing = [s for s in SUBJECTS if not fold_model_path(args.results, args.k, tag, fold_of(s)).exists()]
         if missing:
