@@ -455,7 +455,7 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
                          marker="o", capsize=3, label="LiverUNet" + (f" ({tag})" if tag else ""))
     axes[0].axhline(0.83, color="grey", linestyle="--", label="published Keras study (0.83)")
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
-    axes[0].legend()
+    axes[0].legend(loc="lower left", fontsize=7)  # below the curves, which all lie above 0.75
     labels = {"mci": "contour interpolation (peer)", "base": "LiverUNet CV model, untrained on the paint",
               "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
     for (mode, tag), values in dens.items():
@@ -464,7 +464,7 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
                          label=labels[mode] + (f" ({tag})" if tag else ""))
     axes[1].set(title="Densifying a painted volume", xlabel="k", ylabel="Dice on unpainted slices", ylim=(0.4, 1.0))
     if dens:
-        axes[1].legend()
+        axes[1].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
