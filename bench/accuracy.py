@@ -77,7 +77,7 @@ class Recipe:
     densify_appearance_augmentation: bool = FILL_RECIPE.appearance_augmentation
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
     # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
-    # the seventh session; off here so every earlier row stays comparable (its gain: bench/ensemble_gain.py)
+    # the seventh session; off here so every earlier row stays comparable (its gain: bench/slice_smoothing.py)
     slice_smoothing: bool = False
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
@@ -306,29 +306,24 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
         index = [slice(None)] * 3
         index[axis] = sparse.annotated
         for mode in modes:
-            tag = base_tag if mode in ("finetune", "base") else ""
+            uses_cv_model = mode in ("base", "finetune")
+            tag = base_tag if uses_cv_model else ""
             out = results / f"{_tagged(f'densify_k{k}_{mode}', tag)}_s{s}.json"
             if out.exists():
+                continue
+            cv_model = fold_model_path(results, 1, tag, fold_of(s)) if uses_cv_model else None
+            if cv_model is not None and not cv_model.exists():
+                print(f"skip {mode} for {s}: {cv_model} missing (run generalisation --k 1 first)")
                 continue
             started = time.perf_counter()
             if mode == "mci":
                 filled = contour_interpolation(liver, sparse.annotated)
             elif mode == "base":  # what fine-tuning has to add: the CV model alone, no training
-                model = fold_model_path(results, 1, tag, fold_of(s))
-                if not model.exists():
-                    print(f"skip base for {s}: {model} missing (run generalisation --k 1 first)")
-                    continue
-                filled = segment_volume(image, model, inference_config(recipe)).mask.array.copy()
+                filled = segment_volume(image, cv_model, inference_config(recipe)).mask.array.copy()
             else:
-                init = None
-                if mode == "finetune":
-                    init = fold_model_path(results, 1, tag, fold_of(s))
-                    if not init.exists():
-                        print(f"skip finetune for {s}: {init} missing (run generalisation --k 1 first)")
-                        continue
                 config = densify_config(recipe, fine_tune=mode == "finetune")
                 model_path = results / "models" / f"densify_{mode}_k{k}_s{s}.pt"
-                train([TrainingCase(s, image, sparse)], config, model_path, init_model=init, resume=False)
+                train([TrainingCase(s, image, sparse)], config, model_path, init_model=cv_model, resume=False)
                 filled = segment_volume(image, model_path, inference_config(recipe)).mask.array.copy()
                 model_path.unlink(missing_ok=True)
             filled[tuple(index)] = liver.array[tuple(index)]  # painted slices stay as painted
