@@ -32,8 +32,8 @@ def fill_holes_per_slice(mask: np.ndarray, slice_axis: int) -> np.ndarray:
 SLICE_SMOOTHING_WEIGHTS = (0.25, 0.5, 0.25)
 
 
-def smooth_across_slices(probability: np.ndarray) -> np.ndarray:
-    """Average each slice's probability with its two neighbours (1/4, 1/2, 1/4), in place, slices first.
+def smooth_across_slices(probability: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Average each slice's probability with its two neighbours (1/4, 1/2, 1/4) along ``axis``, in place.
 
     A 2D network decides each slice on its own, so a region it half-believes in flickers from slice to
     slice; averaging along the slice axis before the threshold lets the neighbours vote. On the CHAOS
@@ -41,14 +41,15 @@ def smooth_across_slices(probability: np.ndarray) -> np.ndarray:
     HD95 and ASSD for all seven recipes tried (bench/slice_smoothing.py). The end slices count themselves in
     place of the missing neighbour. Works slice by slice so a large CT needs no second full-size copy.
     """
-    count = probability.shape[0]
+    slices = np.moveaxis(probability, axis, 0)  # a view: writing to it writes to ``probability``
+    count = slices.shape[0]
     if count < 2:
         return probability
     side, centre, _ = SLICE_SMOOTHING_WEIGHTS
-    previous = probability[0].copy()
+    previous = slices[0].copy()
     for index in range(count):
-        current = probability[index].copy()
-        following = probability[index + 1] if index + 1 < count else current
-        probability[index] = centre * current + side * (previous + following)
+        current = slices[index].copy()
+        following = slices[index + 1] if index + 1 < count else current
+        slices[index] = centre * current + side * (previous + following)
         previous = current
     return probability

@@ -114,7 +114,7 @@ def test_segment_smooths_across_slices_unless_told_not_to(trained, tmp_path, cap
         assert code == 0, err
         maps[name] = read_image(tmp_path / f"{name}_probability.nrrd")
     axis = maps["raw"].slice_axis()
-    expected = np.moveaxis(smooth_across_slices(np.moveaxis(maps["raw"].array.astype(np.float32), axis, 0).copy()), 0, axis)
+    expected = smooth_across_slices(maps["raw"].array.astype(np.float32), axis)
     np.testing.assert_allclose(maps["smoothed"].array, expected, atol=1e-6)
     assert not np.array_equal(maps["smoothed"].array, maps["raw"].array)
 

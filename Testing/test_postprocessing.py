@@ -27,6 +27,10 @@ def test_smoothing_works_in_place_and_leaves_a_single_slice_alone():
     np.testing.assert_allclose(probability[:, 0, 0], [0.25, 0.5, 0.25])
     single = np.full((1, 3, 3), 0.7, dtype=np.float32)
     np.testing.assert_array_equal(smooth_across_slices(single.copy()), single)
+    # along another axis: the same as moving that axis first
+    volume = np.random.default_rng(1).random((4, 5, 6)).astype(np.float32)
+    along_last = smooth_across_slices(volume.copy(), axis=2)
+    np.testing.assert_allclose(along_last, np.moveaxis(smooth_across_slices(np.moveaxis(volume, 2, 0).copy()), 0, 2))
 
 
 def test_a_flickering_false_region_goes_and_a_gap_between_confident_slices_closes():

@@ -67,8 +67,7 @@ def liver_mask(probability: np.ndarray, smoothing_axis: Optional[int] = None) ->
     """Threshold and largest component, the benchmark's post-processing; with ``smoothing_axis`` (the
     slice axis) the probability is first averaged across slices as the product does by default."""
     if smoothing_axis is not None:
-        probability = probability.copy()
-        smooth_across_slices(np.moveaxis(probability, smoothing_axis, 0))
+        probability = smooth_across_slices(probability.copy(), smoothing_axis)
     mask = probability >= THRESHOLD
     return largest_component(mask) if mask.any() else mask
 
