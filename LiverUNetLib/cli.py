@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the label only on every K-th liver slice (simulates sparse painting)")
     tr.add_argument("--dense", action="store_true",
                     help="labels are complete: every slice counts as annotated, empty ones too")
+    tr.add_argument("--unpainted-slices-unknown", action="store_true",
+                    help="learn nothing from unpainted slices, not even those farther beyond the painted "
+                    "ones than the painting interval (by default those count as liver-free); use it when "
+                    "the painting does not reach the liver's top and bottom")
     tr.add_argument("--epochs", type=_positive_int, metavar="N")
     tr.add_argument("--folds", type=_positive_int, metavar="K", help="k-fold ensemble (default 1)")
     tr.add_argument("--init", metavar="MODEL", help="fine-tune from this model file")
@@ -520,6 +524,8 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
     }
     settings = _settings_argument(args.settings)
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.unpainted_slices_unknown:
+        settings["liver_free_beyond_painting"] = False
     if args.modality != "auto" or "modality" not in settings:
         settings["modality"] = _guess_modality(cases) if args.modality == "auto" else args.modality
     if settings.get("folds", 1) > len(cases):

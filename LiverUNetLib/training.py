@@ -23,7 +23,7 @@ from . import __version__
 from .augmentation import Batch, default_augmentation
 from .devices import DeviceChoice, autocast_dtype, describe_device, fast_cpu_math, resolve_device
 from .errors import LiverUNetError
-from .labels import SparseLabel
+from .labels import SparseLabel, liver_free_beyond_painting
 from .losses import dice_bce_loss
 from .model_file import LiverModel, ModelCard, load_model, save_model
 from .networks import NetworkConfig, Normalization, UNet
@@ -61,7 +61,7 @@ class TrainConfig:
 
     The defaults are the recipe chosen by cross-validation on CHAOS MRI (``bench/accuracy.py``,
     docs/accuracy_notes.md): 2.5D (three slices in), base 16, 128-pixel crops at 2.5 mm, 120 epochs,
-    border-weighted BCE (w0 = 5).
+    border-weighted BCE (w0 = 5); slices well beyond a sparse painting train as liver-free.
     The benchmark trains without a validation hold-out; these defaults keep one (20 % of the cases) so
     the user sees a validation Dice and the best checkpoint is kept.
     """
@@ -79,6 +79,9 @@ class TrainConfig:
     validation_fraction: float = 0.2
     validate_every: int = 1
     boundary_weight: float = 5.0  # U-Net paper border weighting of the BCE (w0); cross-validated, 0 turns it off
+    # slices farther beyond the painted ones than the painting interval count as liver-free (labels.py);
+    # cross-validated with every 3rd and 5th slice painted (docs/accuracy_notes.md); no effect on dense labels
+    liver_free_beyond_painting: bool = True
     bce_weight: float = 1.0
     crop_size: int = 128
     modality: Modality = Modality.MRI
@@ -173,6 +176,18 @@ class _PreparedCase:
     images: torch.Tensor  # (S, H, W) normalised, all slices (neighbours feed 2.5D context)
     masks: torch.Tensor  # (A, H, W) float 0/1 for the annotated slices only
     annotated: np.ndarray  # (A,) slice indices
+    weights: np.ndarray  # (A,) how often each annotated slice is drawn, relative to the others
+
+
+def with_liver_free_slices(case: TrainingCase, progress: ProgressCallback = ignore_progress) -> TrainingCase:
+    """The case with the slices beyond its painting annotated as liver-free (``liver_free_beyond_painting``)."""
+    spacing = float(case.image.spacing_kji[case.label.slice_axis])
+    label = liver_free_beyond_painting(case.label, spacing)
+    added = label.annotated_count - case.label.annotated_count
+    if added:
+        progress(ProgressEvent(Stage.PREPROCESSING, None,
+                               f"{case.name}: {added} slices beyond the painted ones taken as liver-free"))
+    return TrainingCase(case.name, case.image, label)
 
 
 def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch.device) -> _PreparedCase:
@@ -200,7 +215,7 @@ def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch
     with torch.no_grad():
         images = resample_slices(normalise(slices.to(device), stats)[:, None], size)[:, 0]
         masks = (resample_slices(masks.to(device, torch.float32)[:, None], size)[:, 0] >= 0.5).float()
-    return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy())
+    return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy(), label.weights())
 
 
 class _SliceSampler:
@@ -218,6 +233,9 @@ class _SliceSampler:
         self.pairs = [(c, a) for c, case in enumerate(cases) for a in range(len(case.annotated))]
         if not self.pairs:
             raise LiverUNetError("No annotated slice in the training cases.")
+        weights = np.concatenate([case.weights for case in cases])
+        # equal weights keep the shuffled pass over every slice (and the random draws of earlier versions)
+        self.weights = None if np.all(weights == weights[0]) else torch.from_numpy(weights / weights.sum())
 
     def _sample(self, case: _PreparedCase, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         centre = np.array([case.annotated[position]])
@@ -239,7 +257,10 @@ class _SliceSampler:
 
     def batches(self, samples: int):
         count = max(samples, len(self.pairs))
-        order = torch.randperm(count, generator=self.generator) % len(self.pairs)
+        if self.weights is None:
+            order = torch.randperm(count, generator=self.generator) % len(self.pairs)
+        else:
+            order = torch.multinomial(self.weights, count, replacement=True, generator=self.generator)
         for start in range(0, count - self.batch_size + 1 if count >= self.batch_size else 1, self.batch_size):
             chosen = order[start : start + self.batch_size].tolist()
             images, masks = zip(*(self._sample(self.cases[self.pairs[i][0]], self.pairs[i][1]) for i in chosen))
@@ -358,6 +379,8 @@ def train(
     prepared = []
     for case in cases:
         cancel.check()
+        if config.liver_free_beyond_painting:
+            case = with_liver_free_slices(case, progress)
         prepared.append(prepare_case(case, preprocess, device))
     splits = split_cases(len(cases), config)
     augment = default_augmentation(

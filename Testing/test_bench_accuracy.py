@@ -71,10 +71,14 @@ def test_recipe_overrides_are_typed_and_checked():
 
 def test_recipe_network_and_loss_variants_reach_the_training_settings():
     recipe = accuracy.Recipe().with_overrides(
-        ["depth=5", "normalization=instance", "boundary_weight=5", "bias_field_augmentation=true"]
+        ["depth=5", "normalization=instance", "boundary_weight=5", "bias_field_augmentation=true",
+         "liver_free_beyond_painting=true"]
     )
     config = accuracy.train_config(recipe, seed=0)
     assert config.depth == 5 and config.boundary_weight == 5.0 and config.bias_field_augmentation is True
+    assert config.liver_free_beyond_painting is True and accuracy.densify_config(recipe, True).liver_free_beyond_painting
+    # every row before the eighth session trained on the painted slices only
+    assert accuracy.train_config(accuracy.Recipe(), seed=0).liver_free_beyond_painting is False
     # densifying learns one scan's own shading as well as its contrast: the field stays off there
     assert accuracy.densify_config(recipe, fine_tune=True).bias_field_augmentation is False
     # a fill's run-to-run spread is measured with other seeds; the default stays the seed every row used

@@ -60,6 +60,20 @@ def test_train_writes_a_model_with_sparse_provenance(trained, capsys):
     assert "U-Net" in out and "slices painted" in out  # provenance: painted/total slices per case
 
 
+@pytest.mark.parametrize("flag, expected", [([], True), (["--unpainted-slices-unknown"], False)])
+def test_train_takes_slices_beyond_the_painting_as_liver_free_unless_told(trained, tmp_path, monkeypatch, flag, expected):
+    from LiverUNetLib import training
+
+    seen = []
+    monkeypatch.setattr(training, "train", lambda cases, config, *args, **kwargs: seen.append(config) or
+                        training.TrainResult(tmp_path / "m.pt", None, [1]))
+    pairs = trained["pairs"]
+    code = main(["--quiet", "train", "--images", str(pairs[0][0]), "--labels", str(pairs[0][1]),
+                 "--output", str(tmp_path / "m.pt"), "--label-value", "1", "--every-k", "2", *flag])
+    assert code == 0 and len(seen) == 1
+    assert seen[0].liver_free_beyond_painting is expected
+
+
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".seg.nrrd"])
 def test_segment_single_file_by_ending(trained, tmp_path, capsys, ending):
     image_path = trained["pairs"][0][0]

@@ -1,4 +1,5 @@
-"""Sparse labels: annotated slices along the superior axis, keep_every_k, declared empty slices."""
+"""Sparse labels: annotated slices along the superior axis, keep_every_k, declared empty slices, and the
+slices beyond a painting taken as liver-free."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import pytest
 from engine_helpers import box_volume
 from engine_helpers import one_thread  # noqa: F401 - autouse fixture
 from LiverUNetLib.errors import LiverUNetError
-from LiverUNetLib.labels import SparseLabel, liver_slices, sparse_label_from_mask
+from LiverUNetLib.labels import (
+    MIN_PAINTED_EXTENT_MM,
+    SparseLabel,
+    liver_free_beyond_painting,
+    liver_slices,
+    sparse_label_from_mask,
+)
 from LiverUNetLib.volume import Volume
 
 
@@ -189,3 +196,83 @@ def test_label_volume_may_be_float_or_bool():
         sparse = sparse_label_from_mask(image, image.with_array(values))
         assert sparse.annotated.tolist() == [1, 2]
 
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("k", [2, 3, 5, 7])
+def test_slices_beyond_a_regular_painting_are_liver_free_and_never_hold_liver(axis, k):
+    """The protocol's guarantee: painting every k-th liver slice, the liver ends within k - 1 slices of it."""
+    dense = dense_column(axis=axis)  # liver on slices 5..29 of 35
+    for offset in range(k):
+        painted = dense.keep_every_k(k, offset=offset)
+        label = liver_free_beyond_painting(painted, slice_spacing_mm=10.0)
+        added = np.setdiff1d(label.annotated, painted.annotated)
+        first, last = painted.annotated[0], painted.annotated[-1]
+        assert added.tolist() == [s for s in range(35) if s <= first - k or s >= last + k]
+        assert not np.take(dense.mask, added, axis=axis).any()  # no added slice holds liver
+        assert not np.take(label.mask, added, axis=axis).any()
+        # the painted slices keep their paint; the painting itself is not changed
+        np.testing.assert_array_equal(np.take(label.mask, painted.annotated, axis=axis),
+                                      np.take(painted.mask, painted.annotated, axis=axis))
+        assert label.slice_axis == axis
+
+
+def test_the_largest_gap_sets_the_margin():
+    mask = np.zeros((60, 2, 2), bool)
+    mask[10:50] = True
+    painted = SparseLabel(np.where(np.isin(np.arange(60), [12, 14, 22, 30])[:, None, None], mask, False),
+                          [12, 14, 22, 30], 0)
+    label = liver_free_beyond_painting(painted, slice_spacing_mm=10.0)
+    # gaps 2, 8, 8: 8 slices on each side
+    assert label.annotated.tolist() == [0, 1, 2, 3, 4, 12, 14, 22, 30] + list(range(38, 60))
+
+
+def test_a_short_or_single_slice_painting_may_cover_part_of_the_liver_and_adds_nothing():
+    dense = dense_column()  # liver on slices 5..29
+    single = dense.keep_every_k(100, offset=40)
+    assert liver_free_beyond_painting(single, 10.0) is single
+    short = SparseLabel(np.where(np.isin(np.arange(35), [15, 17, 19])[:, None, None], dense.mask, False), [15, 17, 19], 0)
+    # 4 slices apart at 10 mm spans 40 mm: too short to be the whole liver
+    assert liver_free_beyond_painting(short, 10.0) is short
+    assert liver_free_beyond_painting(short, MIN_PAINTED_EXTENT_MM / 4).annotated.size > 3
+    # a dense label (every slice annotated) comes back with the same slices and voxels
+    dense_out = liver_free_beyond_painting(dense, 10.0)
+    assert dense_out.annotated.tolist() == list(range(35))
+    np.testing.assert_array_equal(dense_out.mask, dense.mask)
+
+
+def test_declared_empty_slices_are_kept_and_not_counted_as_painted_liver():
+    dense = dense_column()
+    painted = dense.keep_every_k(5)  # 7, 12, 17, 22, 27
+    with_empty = SparseLabel(painted.mask, np.union1d(painted.annotated, [33]), 0)
+    label = liver_free_beyond_painting(with_empty, 10.0)
+    assert label.annotated.tolist() == [0, 1, 2, 7, 12, 17, 22, 27, 32, 33, 34]
+
+
+def test_liver_free_slices_are_drawn_as_often_as_in_a_fully_labelled_scan():
+    """Each painted slice stands for the gap around it; each liver-free slice for itself."""
+    painted = dense_column().keep_every_k(5)  # 7, 12, 17, 22, 27 of 35
+    label = liver_free_beyond_painting(painted, 10.0)
+    weights = dict(zip(label.annotated.tolist(), label.weights().tolist()))
+    assert all(weights[s] == 1.0 for s in painted.annotated)
+    assert all(weights[s] == pytest.approx(0.2) for s in (0, 1, 2, 32, 33, 34))
+    # the unchanged label draws every slice alike
+    assert painted.sampling_weights is None and painted.weights().tolist() == [1.0] * 5
+
+
+def test_declared_slices_keep_their_weight_when_liver_free_slices_join():
+    painted = dense_column().keep_every_k(5)
+    declared = SparseLabel(painted.mask, [7, 12, 17, 22, 27, 33], 0, [1, 1, 1, 1, 1, 3])
+    label = liver_free_beyond_painting(declared, 10.0)
+    assert dict(zip(label.annotated.tolist(), label.weights().tolist()))[33] == 3.0
+
+
+@pytest.mark.parametrize("annotated, weights, words", [
+    ([3, 1], [1.0, 1.0], "sorted, distinct"),
+    ([1, 1], [1.0, 1.0], "sorted, distinct"),
+    ([1, 3], [1.0], "one weight each"),
+    ([1, 3], [1.0, 0.0], "positive"),
+    ([1, 3], [1.0, float("nan")], "positive"),
+])
+def test_sampling_weights_are_checked(annotated, weights, words):
+    with pytest.raises(LiverUNetError, match=words):
+        SparseLabel(np.zeros((5, 2, 2), bool), annotated, 0, weights)

@@ -191,6 +191,30 @@ def test_slicer_parameter_names_match_wrapper_fields_and_widget_types():
         assert problem is None, f"{widgetName} ({parameter}): {problem}"
 
 
+def test_form_layouts_never_put_two_items_in_one_cell():
+    """Qt Designer files edited by hand: a repeated row silently stacks two widgets on each other."""
+    forms = [layout for layout in ET.parse(UI_FILE).getroot().iter("layout")
+             if layout.get("class") in ("QFormLayout", "QGridLayout")]
+    assert {layout.get("name") for layout in forms} >= {"segmentFormLayout", "trainFormLayout"}
+    for layout in forms:
+        cells = [(item.get("row"), item.get("column")) for item in layout.findall("item")]
+        assert all(row is not None for row, _ in cells), f"{layout.get('name')}: an item without a row"
+        repeated = {cell for cell in cells if cells.count(cell) > 1}
+        assert not repeated, f"{layout.get('name')}: rows/columns used twice: {sorted(repeated)}"
+
+
+def test_the_panel_only_sets_training_settings_that_exist():
+    """``trainConfig()`` keys go to ``TrainConfig.from_dict`` in the worker, which refuses unknown ones."""
+    from LiverUNetLib.training import TrainConfig
+
+    tree = parse(PARAMETERS)
+    method = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "trainConfig")
+    returned = next(n.value for n in ast.walk(method) if isinstance(n, ast.Return))
+    keys = {k.value for k in returned.keys}
+    assert "liver_free_beyond_painting" in keys and "epochs" in keys
+    assert keys <= set(TrainConfig.__dataclass_fields__), keys - set(TrainConfig.__dataclass_fields__)
+
+
 def test_enum_fields_use_enums_with_labels():
     tree = parse(MODULE / "LiverUNetSlicerLib" / "options.py")
     for name in ENUMS:

@@ -105,6 +105,54 @@ def test_training_and_validation_never_share_a_case(cases, tmp_path, monkeypatch
         assert used | held == {c.name for c in cases}
 
 
+@pytest.mark.parametrize("orientation", ["axial", "sagittal"])
+@pytest.mark.parametrize("enabled", [True, False])
+def test_slices_beyond_the_painting_train_as_liver_free_when_asked(orientation, enabled, tmp_path, monkeypatch):
+    """Every 5th slice of a 25-slice liver painted: with the setting, the slices farther out than 5 train too."""
+    image, box = box_volume(orientation, slices=40, box=((8, 33), (6, 20), (4, 14)), slice_spacing=8.0)
+    case = TrainingCase("sparse", image, sparse_label_from_mask(image, image.with_array(box.astype(np.uint8))).keep_every_k(5))
+    seen, events = [], []
+    real_prepare = training.prepare_case
+
+    def prepare(case, *args, **kwargs):
+        seen.append(case.label)
+        return real_prepare(case, *args, **kwargs)
+
+    monkeypatch.setattr(training, "prepare_case", prepare)
+    train([case], config(liver_free_beyond_painting=enabled, validation_fraction=0.0, epochs=1), tmp_path / "m.pt",
+          progress=events.append, resume=False)
+    (label,) = seen
+    painted = [10, 15, 20, 25, 30]
+    assert case.label.annotated.tolist() == painted  # the caller's label is not changed
+    expected = list(range(0, 6)) + painted + list(range(35, 40)) if enabled else painted
+    assert label.annotated.tolist() == expected
+    assert not np.take(label.mask, [s for s in expected if s not in painted], axis=image.slice_axis()).any()
+    said = [e.message for e in events if "liver-free" in e.message]
+    assert said == (["sparse: 11 slices beyond the painted ones taken as liver-free"] if enabled else [])
+
+
+def test_the_sampler_draws_slices_by_their_weights(monkeypatch):
+    image, box = box_volume("axial", slices=40, box=((8, 33), (6, 20), (4, 14)), slice_spacing=8.0)
+    sparse = sparse_label_from_mask(image, image.with_array(box.astype(np.uint8))).keep_every_k(5)
+    plain = prepare_case(TrainingCase("plain", image, sparse), config().preprocess_config(), torch.device("cpu"))
+    extended = prepare_case(training.with_liver_free_slices(TrainingCase("x", image, sparse)),
+                            config().preprocess_config(), torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    assert training._SliceSampler([plain], config(), 8, generator).weights is None  # a shuffled pass, as before
+    sampler = training._SliceSampler([extended], config(), 8, generator)
+    drawn = []
+    monkeypatch.setattr(sampler, "_sample", lambda case, position: drawn.append(int(case.annotated[position]))
+                        or (torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)))
+    for _ in sampler.batches(20000):
+        pass
+    counts = np.bincount(drawn, minlength=40)
+    painted, free = counts[[10, 15, 20, 25, 30]], counts[list(range(0, 6)) + list(range(35, 40))]
+    assert counts[[s for s in range(40) if s not in extended.annotated]].sum() == 0
+    # 5 painted slices at weight 1 and 11 liver-free ones at 1/5: 5 / 7.2 of the draws against 2.2 / 7.2
+    assert painted.sum() / len(drawn) == pytest.approx(5 / 7.2, abs=0.02)
+    assert free.mean() / painted.mean() == pytest.approx(0.2, abs=0.03)
+
+
 # --- k-fold ensembles ----------------------------------------------------------------------------
 
 

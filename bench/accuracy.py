@@ -60,6 +60,7 @@ class Recipe:
     depth: int = 4
     normalization: str = "batch"  # batch, instance or group (LiverUNetLib.networks.Normalization)
     boundary_weight: float = 0.0  # U-Net paper's border weighting of the BCE term (w0); 0 off
+    liver_free_beyond_painting: bool = False  # slices beyond the painting by more than its interval: no liver
     in_plane_spacing_mm: float = 2.5
     context_slices: int = 1
     crop_size: int = 128
@@ -139,6 +140,7 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         depth=recipe.depth,
         normalization=recipe.normalization,
         boundary_weight=recipe.boundary_weight,
+        liver_free_beyond_painting=recipe.liver_free_beyond_painting,
         in_plane_spacing_mm=recipe.in_plane_spacing_mm,
         context_slices=recipe.context_slices,
         crop_size=recipe.crop_size,

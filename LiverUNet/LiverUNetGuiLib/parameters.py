@@ -30,6 +30,8 @@ class TrainingSettings:
     epochs: Annotated[int, WithinRange(1, 1000)] = 120  # the cross-validated recipe's schedule
     folds: Annotated[int, WithinRange(1, 10)] = 1
     augmentationStrength: Annotated[float, WithinRange(0.0, 2.0)] = 1.0
+    # the painting reaches the liver's top and bottom, so slices well beyond it hold no liver (LiverUNetLib/labels.py)
+    liverFreeBeyondPainting: bool = True
     modality: Modality = Modality.MRI
     startFrom: StartFrom = StartFrom.SELECTED_MODEL
     modelName: str = "my_liver_model"
@@ -51,5 +53,6 @@ class LiverUNetParameterNode:
             "epochs": self.training.epochs,
             "folds": self.training.folds,
             "augmentation_strength": float(self.training.augmentationStrength),
+            "liver_free_beyond_painting": bool(self.training.liverFreeBeyondPainting),
             "modality": self.training.modality.value,
         }
