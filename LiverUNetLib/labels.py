@@ -52,7 +52,7 @@ class SparseLabel:
     def annotated_count(self) -> int:
         return int(self.annotated.size)
 
-    def weights(self) -> np.ndarray:
+    def annotated_weights(self) -> np.ndarray:
         """Sampling weight of each annotated slice (1.0 each unless ``sampling_weights`` says otherwise)."""
         return np.ones(self.annotated.size) if self.sampling_weights is None else self.sampling_weights.copy()
 
@@ -174,7 +174,6 @@ def liver_free_beyond_painting(
     index[label.slice_axis] = beyond
     mask[tuple(index)] = False
     annotated = np.union1d(label.annotated, beyond)
-    before = label.weights()
-    weights = np.where(np.isin(annotated, beyond), 1.0 / gap, 0.0)
-    weights[np.isin(annotated, label.annotated)] = before
+    weights = np.full(annotated.size, 1.0 / gap)
+    weights[np.isin(annotated, label.annotated)] = label.annotated_weights()
     return SparseLabel(mask, annotated, label.slice_axis, weights)

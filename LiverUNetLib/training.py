@@ -215,7 +215,7 @@ def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch
     with torch.no_grad():
         images = resample_slices(normalise(slices.to(device), stats)[:, None], size)[:, 0]
         masks = (resample_slices(masks.to(device, torch.float32)[:, None], size)[:, 0] >= 0.5).float()
-    return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy(), label.weights())
+    return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy(), label.annotated_weights())
 
 
 class _SliceSampler:

@@ -252,18 +252,18 @@ def test_liver_free_slices_are_drawn_as_often_as_in_a_fully_labelled_scan():
     """Each painted slice stands for the gap around it; each liver-free slice for itself."""
     painted = dense_column().keep_every_k(5)  # 7, 12, 17, 22, 27 of 35
     label = liver_free_beyond_painting(painted, 10.0)
-    weights = dict(zip(label.annotated.tolist(), label.weights().tolist()))
+    weights = dict(zip(label.annotated.tolist(), label.annotated_weights().tolist()))
     assert all(weights[s] == 1.0 for s in painted.annotated)
     assert all(weights[s] == pytest.approx(0.2) for s in (0, 1, 2, 32, 33, 34))
     # the unchanged label draws every slice alike
-    assert painted.sampling_weights is None and painted.weights().tolist() == [1.0] * 5
+    assert painted.sampling_weights is None and painted.annotated_weights().tolist() == [1.0] * 5
 
 
 def test_declared_slices_keep_their_weight_when_liver_free_slices_join():
     painted = dense_column().keep_every_k(5)
     declared = SparseLabel(painted.mask, [7, 12, 17, 22, 27, 33], 0, [1, 1, 1, 1, 1, 3])
     label = liver_free_beyond_painting(declared, 10.0)
-    assert dict(zip(label.annotated.tolist(), label.weights().tolist()))[33] == 3.0
+    assert dict(zip(label.annotated.tolist(), label.annotated_weights().tolist()))[33] == 3.0
 
 
 @pytest.mark.parametrize("annotated, weights, words", [
