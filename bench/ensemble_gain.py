@@ -1,6 +1,6 @@
 """Does averaging several CV runs' fold models help a held-out subject? (ensembling within a fold)
 
-For each fold, the dense (k=1) fold models of the given recipe tags, all of which never saw the fold's
+For each fold, the fold models of the given recipe tags (dense, or painted every ``--k``-th slice), all of which never saw the fold's
 held-out subjects, each give a liver probability on the subject's own grid; the ensemble averages those
 probabilities with equal weight per tag, thresholds at 0.5 and keeps the largest component, as the shipped
 model does with its networks. Averaging on the subject's grid rather than inside one model file lets
@@ -8,6 +8,7 @@ recipes with different networks or input slices (depth 5, 5 slices in) join one 
 
     python bench/ensemble_gain.py --tags e120 e120_seed1 --folds 2 4
     python bench/ensemble_gain.py --tags e120 e120_d5 --output docs/accuracy_results/ensemble/e120_d5.json
+    python bench/ensemble_gain.py --k 5 --slice-smoothing --tags e120_bw5_lfw e120_bw5_lfw_seed1
 
 Each tag's probabilities are cached (float16, ``--cache``), so trying other combinations of the same
 tags costs no further inference.
@@ -74,24 +75,28 @@ def liver_mask(probability: np.ndarray, smoothing_axis: Optional[int] = None) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of dense CV runs ('' for the 40-epoch default)")
+    parser.add_argument("--tags", nargs="+", required=True, help="recipe tags of CV runs ('' for the 40-epoch default)")
+    parser.add_argument("--k", type=int, default=1, help="the CV runs painted every k-th slice (default 1: dense)")
     parser.add_argument("--folds", type=int, nargs="+", default=list(range(FOLDS)))
+    parser.add_argument("--slice-smoothing", action="store_true",
+                        help="average each slice's probability with its neighbours' first, as the product does")
     add_probability_cache_arguments(parser)
     parser.add_argument("--output", type=Path, help="write the per-subject Dice as JSON here")
     args = parser.parse_args()
     cache = probability_cache(args)
     for tag in args.tags:
         for fold in args.folds:
-            if not fold_model_path(args.results, 1, tag, fold).exists():
-                raise SystemExit(f"no dense fold-{fold} model for tag {tag!r} in {args.results}; run its CV first")
+            if not fold_model_path(args.results, args.k, tag, fold).exists():
+                raise SystemExit(f"no k={args.k} fold-{fold} model for tag {tag!r} in {args.results}; run its CV first")
     rows: dict[str, dict[str, float]] = {}
     for fold in args.folds:
         for subject in (s for s in SUBJECTS if fold_of(s) == fold):
             image, _, liver = load_subject(subject)
             reference = liver.array > 0
-            probabilities = {tag: held_out_probability(args.results, tag, subject, image, cache) for tag in args.tags}
-            row = {tag or "e40": mask_dice(reference, liver_mask(p)) for tag, p in probabilities.items()}
-            row["ensemble"] = mask_dice(reference, liver_mask(np.mean(list(probabilities.values()), axis=0)))
+            probabilities = {tag: held_out_probability(args.results, tag, subject, image, cache, args.k) for tag in args.tags}
+            axis = image.slice_axis() if args.slice_smoothing else None
+            row = {tag or "e40": mask_dice(reference, liver_mask(p, axis)) for tag, p in probabilities.items()}
+            row["ensemble"] = mask_dice(reference, liver_mask(np.mean(list(probabilities.values()), axis=0), axis))
             rows[subject] = row
             print(f"fold {fold} subject {subject}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     columns = list(next(iter(rows.values())))
@@ -101,7 +106,8 @@ def main() -> None:
     print("sd:   " + "  ".join(f"{c} {v:.4f}" for c, v in spread.items()))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"tags": args.tags, "folds": args.folds, "averaging": "probabilities on the subject's grid",
+        args.output.write_text(json.dumps({"tags": args.tags, "k": args.k, "folds": args.folds, "slice_smoothing": args.slice_smoothing,
+                                           "averaging": "probabilities on the subject's grid",
                                            "mean_dice": summary, "sd_dice": spread,
                                            "subjects": {s: {c: round(v, 4) for c, v in r.items()} for s, r in rows.items()}},
                                           indent=1) + "\n")
