@@ -444,15 +444,19 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
     except ImportError:
         print("matplotlib is not installed (pip install -e .[bench]); no plot written")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for offset, tag in enumerate(sorted(gen)):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    tags = sorted(gen)
+    for index, tag in enumerate(tags):
         values = gen[tag]
         ks = sorted(values)
-        axes[0].errorbar([k + 0.1 * offset for k in ks], [values[k][0] for k in ks], [values[k][1] for k in ks],
-                         marker="o", capsize=3, label="LiverUNet" + (f" ({tag})" if tag else ""))
+        # recipes side by side within +-0.4 of their k, so many recipes stay readable
+        offset = 0.8 * (index / max(len(tags) - 1, 1) - 0.5)
+        axes[0].errorbar([k + offset for k in ks], [values[k][0] for k in ks], [values[k][1] for k in ks],
+                         marker="os^Dv"[index % 5], markersize=4, capsize=2, color=plt.cm.tab20(index % 20),
+                         label="LiverUNet" + (f" ({tag})" if tag else ""))
     axes[0].axhline(0.83, color="grey", linestyle="--", label="published Keras study (0.83)")
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
-    axes[0].legend(loc="lower left", fontsize=7)  # below the curves, which all lie above 0.75
+    axes[0].legend(loc="lower left", fontsize=6, ncol=2)  # below the curves, which all lie above 0.75
     labels = {"mci": "contour interpolation (peer)", "base": "LiverUNet CV model, untrained on the paint",
               "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
     for (mode, tag), values in dens.items():
