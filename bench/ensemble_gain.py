@@ -1,7 +1,8 @@
 """Does averaging several CV runs' fold models help a held-out subject? (ensembling within a fold)
 
-For each fold, the fold models of the given recipe tags (dense, or painted every ``--k``-th slice), all of which never saw the fold's
-held-out subjects, each give a liver probability on the subject's own grid; the ensemble averages those
+For each fold, the fold models of the given recipe tags (dense, or painted every ``--k``-th slice), all of
+which never saw the fold's held-out subjects, each give a liver probability on the subject's own grid
+(``--slice-smoothing``: then averaged across slices as the product does); the ensemble averages those
 probabilities with equal weight per tag, thresholds at 0.5 and keeps the largest component, as the shipped
 model does with its networks. Averaging on the subject's grid rather than inside one model file lets
 recipes with different networks or input slices (depth 5, 5 slices in) join one ensemble::
