@@ -66,7 +66,7 @@ class ProgressBar:
             filled = int(round(fraction * self.width))
             parts.append(f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:3.0f}%")
         if event.folds and event.folds > 1 and event.fold is not None:
-            parts.append(f"fold {event.fold}/{event.folds}")
+            parts.append(f"network {event.fold}/{event.folds}")
         if event.epoch is not None:
             parts.append(f"epoch {event.epoch}/{event.epochs}" if event.epochs else f"epoch {event.epoch}")
         if event.loss is not None:
@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "the painting does not reach the liver's top and bottom")
     tr.add_argument("--epochs", type=_positive_int, metavar="N")
     tr.add_argument("--folds", type=_positive_int, metavar="K", help="k-fold ensemble (default 1)")
+    tr.add_argument("--networks", type=_positive_int, metavar="N",
+                    help="networks per fold, from different random starts, averaged (default 1; N times "
+                    "longer; 2 gained +0.007 Dice with every 5th slice painted)")
     tr.add_argument("--init", metavar="MODEL", help="fine-tune from this model file")
     tr.add_argument("--modality", choices=["auto", "mri", "ct"], default="auto")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
@@ -516,7 +519,7 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
         except LiverUNetError as error:
             raise LiverUNetError(f"case {name}: {error}") from None
     overrides: dict[str, Any] = {
-        "epochs": args.epochs, "folds": args.folds, "device": args.device,
+        "epochs": args.epochs, "folds": args.folds, "networks_per_fold": args.networks, "device": args.device,
         "batch_size": args.batch_size, "base_channels": args.base_channels, "depth": args.depth,
         "context_slices": args.context_slices, "in_plane_spacing_mm": args.spacing,
         "samples_per_epoch": args.samples_per_epoch, "patience": args.patience,

@@ -36,6 +36,7 @@ class ProgressEvent:
     message: str = ""
     epoch: Optional[int] = None
     epochs: Optional[int] = None
+    # the network being trained, from 1, and how many: k folds x networks per fold, one after another
     fold: Optional[int] = None
     folds: Optional[int] = None
     loss: Optional[float] = None

@@ -2,10 +2,11 @@
 
 Cases are split by case, never by slice, so validation Dice measures generalisation to new scans.
 With ``folds > 1`` each fold trains on the other folds' cases and the fold networks are saved
-together and averaged at inference. The best checkpoint by validation Dice is kept; training stops
-early when validation stops improving. The model file is written only at the end and atomically:
-a failure or cancellation leaves any earlier model untouched. A resume checkpoint beside the
-output lets an interrupted run continue.
+together and averaged at inference; ``networks_per_fold > 1`` trains several networks on the same
+cases from different random starts, which with sparse paint disagree enough for their average to gain.
+The best checkpoint by validation Dice is kept; training stops early when validation stops improving.
+The model file is written only at the end and atomically: a failure or cancellation leaves any
+earlier model untouched. A resume checkpoint beside the output lets an interrupted run continue.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class TrainConfig:
 
     epochs: int = 120
     folds: int = 1
+    # networks trained on each fold's cases from different random starts and averaged at inference:
+    # with every 5th slice painted two gained +0.007 Dice (docs/accuracy_notes.md), at twice the time
+    networks_per_fold: int = 1
     batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -113,6 +117,8 @@ class TrainConfig:
             problems.append(f"epochs must be at least 1 (got {self.epochs})")
         if self.folds < 1:
             problems.append(f"folds must be at least 1 (got {self.folds})")
+        if self.networks_per_fold < 1:
+            problems.append(f"networks per fold must be at least 1 (got {self.networks_per_fold})")
         if self.batch_size < 1:
             problems.append(f"batch size must be at least 1 (got {self.batch_size})")
         if not 0 <= self.validation_fraction < 1:
@@ -309,6 +315,21 @@ def split_cases(count: int, config: TrainConfig) -> list[tuple[list[int], list[i
     return [(list(range(count)), [])]
 
 
+def training_runs(splits: list[tuple[list[int], list[int]]], networks_per_fold: int) -> list[tuple[int, tuple[list[int], list[int]]]]:
+    """(fold, split) for every network to train: each fold's networks one after another."""
+    return [(fold, split) for fold, split in enumerate(splits) for _ in range(networks_per_fold)]
+
+
+def _run_name(run: int, fold: int, folds: int, networks_per_fold: int) -> str:
+    """'fold 2/5', 'network 2/2' or 'fold 2/5, network 1/2': what the user asked for, in their words."""
+    parts = []
+    if folds > 1:
+        parts.append(f"fold {fold + 1}/{folds}")
+    if networks_per_fold > 1:
+        parts.append(f"network {run % networks_per_fold + 1}/{networks_per_fold}")
+    return ", ".join(parts) or "network 1/1"
+
+
 def _resume_path(output: Path) -> Path:
     return output.with_name(output.name + ".resume")
 
@@ -383,6 +404,7 @@ def train(
             case = with_liver_free_slices(case, progress)
         prepared.append(prepare_case(case, preprocess, device))
     splits = split_cases(len(cases), config)
+    runs = training_runs(splits, config.networks_per_fold)
     augment = default_augmentation(
         config.augmentation_strength, config.appearance_augmentation, config.bias_field_augmentation
     )
@@ -397,21 +419,24 @@ def train(
             saved = torch.load(resume_file, map_location="cpu", weights_only=True)
             if saved.get("settings") == config.to_dict() and saved.get("case_names") == names:
                 state = saved
-                progress(ProgressEvent(Stage.TRAINING, None, f"Resuming from fold {state['fold'] + 1}, epoch {state['epoch']}"))
+                resumed = _run_name(state["fold"], runs[state["fold"]][0], len(splits), config.networks_per_fold)
+                progress(ProgressEvent(Stage.TRAINING, None, f"Resuming {resumed}, epoch {state['epoch']}"))
         except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
             pass
 
     finished_states: list[dict[str, torch.Tensor]] = list(state["finished"])
     fold_dice: list[Optional[float]] = list(state["fold_dice"])
     epochs_run: list[int] = list(state["epochs_run"])
-    total_epochs = config.epochs * len(splits)
+    total_epochs = config.epochs * len(runs)
     epoch_times: list[float] = []
 
-    for fold in range(state["fold"], len(splits)):
-        train_idx, val_idx = splits[fold]
+    # the resume state's "fold" counts training runs (networks), as the progress events' fold/folds do
+    for run in range(state["fold"], len(runs)):
+        fold, (train_idx, val_idx) = runs[run]
+        name = _run_name(run, fold, len(splits), config.networks_per_fold)
         net = UNet(network_config)
         if init is not None:
-            net.load_state_dict(init.networks[fold % len(init.networks)].state_dict())
+            net.load_state_dict(init.networks[run % len(init.networks)].state_dict())
         # channels_last pays on every backend measured (CPU oneDNN included): see docs/benchmarks.md
         net = net.to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -420,7 +445,7 @@ def train(
             optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.1
         )
         best_state, best_dice, best_epoch, start_epoch = None, -1.0, 0, 0
-        if fold == state["fold"] and state["epoch"] > 0 and "net" in state:
+        if run == state["fold"] and state["epoch"] > 0 and "net" in state:
             net.load_state_dict(state["net"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -457,23 +482,23 @@ def train(
                 losses.append(float(loss.detach()))
             dice = None
             if validation and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
-                progress(ProgressEvent(Stage.VALIDATING, None, f"Validating fold {fold + 1}"))
+                progress(ProgressEvent(Stage.VALIDATING, None, f"Validating {name}"))
                 dice = validation_dice(net, validation, network_config.in_channels // 2)
                 if dice > best_dice:
                     best_dice, best_epoch = dice, epoch
                     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
             epoch_times.append(time.perf_counter() - epoch_start)
-            done = fold * config.epochs + epoch + 1
+            done = run * config.epochs + epoch + 1
             remaining = total_epochs - done
             progress(
                 ProgressEvent(
                     Stage.TRAINING,
                     done / total_epochs,
-                    f"fold {fold + 1}/{len(splits)} epoch {epoch + 1}/{config.epochs}",
+                    f"{name} epoch {epoch + 1}/{config.epochs}",
                     epoch=epoch + 1,
                     epochs=config.epochs,
-                    fold=fold + 1,
-                    folds=len(splits),
+                    fold=run + 1,
+                    folds=len(runs),
                     loss=float(np.mean(losses)) if losses else None,
                     validation_dice=dice,
                     eta_seconds=float(np.mean(epoch_times[-5:]) * remaining),
@@ -485,7 +510,7 @@ def train(
                     {
                         "settings": config.to_dict(),
                         "case_names": names,
-                        "fold": fold,
+                        "fold": run,
                         "epoch": epoch + 1,
                         "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
                         "optimizer": optimizer.state_dict(),
@@ -526,7 +551,8 @@ def train(
             "seconds": round(time.perf_counter() - started, 1),
         },
         validation={
-            "split": "by case" + (f", {config.folds}-fold" if config.folds > 1 else ""),
+            "split": "by case" + (f", {config.folds}-fold" if config.folds > 1 else "")
+            + (f", {config.networks_per_fold} networks per fold" if config.networks_per_fold > 1 else ""),
             "fold_dice": [None if d is None else round(d, 4) for d in fold_dice],
             "mean_dice": None if mean_dice is None else round(mean_dice, 4),
             "note": "Dice on the annotated slices of held-out cases, at network resolution",

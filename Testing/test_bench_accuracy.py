@@ -86,6 +86,11 @@ def test_recipe_network_and_loss_variants_reach_the_training_settings():
     reseeded = accuracy.Recipe().with_overrides(["seed=2"])
     assert accuracy.densify_config(reseeded, fine_tune=True).seed == 2 and accuracy.densify_config(reseeded, False).seed == 2
     assert config.network_config().normalization.value == "instance"
+    # networks averaged per fold reach the CV training; the fill fine-tunes one network, as Slicer's does
+    two = accuracy.Recipe().with_overrides(["networks_per_fold=2"])
+    assert accuracy.train_config(two, seed=0).networks_per_fold == 2 and config.networks_per_fold == 1
+    assert accuracy.densify_config(two, fine_tune=True).networks_per_fold == 1
+    assert accuracy.densify_config(two, fine_tune=False).networks_per_fold == 1
     with pytest.raises(LiverUNetError, match="normalization must be one of"):
         accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)
 

@@ -74,6 +74,20 @@ def test_train_takes_slices_beyond_the_painting_as_liver_free_unless_told(traine
     assert seen[0].liver_free_beyond_painting is expected
 
 
+def test_train_networks_per_fold(trained, tmp_path, capsys):
+    pairs = trained["pairs"]
+    model = tmp_path / "two.pt"
+    code = main(["--quiet", "train", "--images", *[str(p[0]) for p in pairs], "--labels", *[str(p[1]) for p in pairs],
+                 "--output", str(model), "--label-value", "1", "--every-k", "2", "--epochs", "1",
+                 "--networks", "2", "--settings", CLI_SETTINGS])
+    assert code == 0
+    code, out, _ = run(capsys, "info", str(model))
+    assert code == 0 and "2 network(s)" in out and "2 networks per fold" in out
+    code, _, err = run(capsys, "train", "--images", str(pairs[0][0]), "--labels", str(pairs[0][1]),
+                       "--output", str(tmp_path / "x.pt"), "--networks", "0")
+    assert code != 0 and "--networks" in err
+
+
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".seg.nrrd"])
 def test_segment_single_file_by_ending(trained, tmp_path, capsys, ending):
     image_path = trained["pairs"][0][0]

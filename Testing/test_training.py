@@ -177,6 +177,58 @@ def test_k_fold_gives_k_networks_averaged_at_inference(cases, tmp_path):
     assert not np.allclose(members[0], members[1])  # the folds really are different networks
 
 
+
+def test_networks_per_fold_train_on_the_same_cases_from_different_starts(cases, tmp_path, monkeypatch):
+    seen = []
+    real_sampler = training._SliceSampler.__init__
+
+    def sampler(self, prepared, *args, **kwargs):
+        seen.append(sorted(c.name for c in prepared))
+        real_sampler(self, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(training._SliceSampler, "__init__", sampler)
+    events = []
+    result = train(cases, config(networks_per_fold=2, validation_fraction=0.34), tmp_path / "two.pt",
+                   progress=events.append, resume=False)
+    assert len(seen) == 2 and seen[0] == seen[1]  # one split, two networks
+    assert len(result.fold_dice) == 2 and result.epochs_run == [1, 1]
+    model = load_model(result.model_path)
+    assert len(model.networks) == 2
+    assert model.card.validation["split"] == "by case, 2 networks per fold"
+    assert model.card.training["settings"]["networks_per_fold"] == 2
+    first, second = (dict(net.named_parameters()) for net in model.networks)
+    assert any(not torch.equal(first[name], second[name]) for name in first)
+    trained = [e for e in events if e.stage is Stage.TRAINING]
+    assert [(e.fold, e.folds) for e in trained] == [(1, 2), (2, 2)]
+    assert [e.message.split(" epoch")[0] for e in trained] == ["network 1/2", "network 2/2"]
+
+
+def test_folds_times_networks_per_fold(cases, tmp_path, monkeypatch):
+    seen = []
+    real_sampler = training._SliceSampler.__init__
+
+    def sampler(self, prepared, *args, **kwargs):
+        seen.append(sorted(c.name for c in prepared))
+        real_sampler(self, prepared, *args, **kwargs)
+
+    monkeypatch.setattr(training._SliceSampler, "__init__", sampler)
+    events = []
+    result = train(cases, config(folds=3, networks_per_fold=2), tmp_path / "six.pt", progress=events.append,
+                   resume=False)
+    assert len(load_model(result.model_path).networks) == 6
+    # each fold's two networks one after another, on that fold's cases
+    assert seen[0] == seen[1] and seen[2] == seen[3] and seen[4] == seen[5]
+    assert len({tuple(names) for names in seen}) == 3
+    messages = [e.message.split(" epoch")[0] for e in events if e.stage is Stage.TRAINING]
+    assert messages[:3] == ["fold 1/3, network 1/2", "fold 1/3, network 2/2", "fold 2/3, network 1/2"]
+
+
+def test_the_training_runs_helper_orders_each_folds_networks_together():
+    splits = [([1, 2], [0]), ([0, 2], [1])]
+    assert training.training_runs(splits, 1) == list(enumerate(splits))
+    assert [fold for fold, _ in training.training_runs(splits, 3)] == [0, 0, 0, 1, 1, 1]
+
+
 # --- early stopping and the best checkpoint ------------------------------------------------------
 
 
@@ -459,6 +511,41 @@ def test_fine_tuning_with_zero_learning_rate_keeps_the_weights(cases, tmp_path):
         assert torch.equal(after[name], parameter), name
 
 
+def test_resume_in_the_second_network_keeps_the_first(cases, tmp_path):
+    settings = config(epochs=2, networks_per_fold=2, validation_fraction=0.34)
+    reference = train(cases, settings, tmp_path / "straight" / "m.pt", resume=False)
+    output = tmp_path / "resumed" / "m.pt"
+    token = CancelToken()
+
+    def cancel_in_the_second_network(event):
+        if event.stage is Stage.TRAINING and event.fold == 2 and event.epoch == 1:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        train(cases, settings, output, progress=cancel_in_the_second_network, cancel=token)
+    second = []
+    result = train(cases, settings, output, progress=second.append)
+    assert any(e.message == "Resuming network 2/2, epoch 1" for e in second)
+    assert [(e.fold, e.epoch) for e in second if e.stage is Stage.TRAINING and e.epoch] == [(2, 2)]
+    assert result.epochs_run == [2, 2]
+    resumed, straight = load_model(output), load_model(reference.model_path)
+    assert len(resumed.networks) == 2
+    for before, after in zip(straight.networks, resumed.networks):
+        for key, value in before.state_dict().items():
+            torch.testing.assert_close(after.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_fine_tuning_two_networks_starts_each_from_its_own(cases, tmp_path):
+    source = train(cases, config(networks_per_fold=2), tmp_path / "two.pt", resume=False)
+    init = load_model(source.model_path)
+    result = train(cases, config(learning_rate=0.0, weight_decay=0.0, networks_per_fold=2), tmp_path / "tuned.pt",
+                   init_model=source.model_path, resume=False)
+    tuned = load_model(result.model_path)
+    assert not torch.equal(init.networks[0].head.weight, init.networks[1].head.weight)
+    for before, after in zip(init.networks, tuned.networks):
+        assert torch.equal(before.head.weight, after.head.weight)
+
+
 def test_fine_tuning_a_fold_ensemble_uses_each_fold(cases, tmp_path):
     source = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
     init = load_model(source.model_path)
@@ -477,6 +564,7 @@ def test_fine_tuning_a_fold_ensemble_uses_each_fold(cases, tmp_path):
     [
         ({"epochs": 0}, "epochs"),
         ({"folds": 0}, "folds"),
+        ({"networks_per_fold": 0}, "networks per fold"),
         ({"batch_size": 0}, "batch size"),
         ({"validation_fraction": 1.0}, "validation fraction"),
         ({"validation_fraction": -0.1}, "validation fraction"),

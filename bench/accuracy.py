@@ -77,6 +77,7 @@ class Recipe:
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
     densify_appearance_augmentation: bool = FILL_RECIPE.appearance_augmentation
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
+    networks_per_fold: int = 1  # networks from different random starts, averaged (TrainConfig.networks_per_fold)
     # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
     # the seventh session; off here so every earlier row stays comparable (its gain: bench/slice_smoothing.py)
     slice_smoothing: bool = False
@@ -153,6 +154,7 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         validation_fraction=0.0,
         patience=0,
         seed=seed,
+        networks_per_fold=recipe.networks_per_fold,
         save_half_precision=True,
     )
     values.update(overrides)
@@ -209,11 +211,12 @@ def densify_config(recipe: Recipe, fine_tune: bool):
     """Training settings for densifying one volume (fine-tuned from a model, or from scratch)."""
     appearance = dict(appearance_augmentation=recipe.densify_appearance_augmentation,
                       bias_field_augmentation=recipe.densify_appearance_augmentation and recipe.bias_field_augmentation)
-    # seed 0 unless the recipe asks for other draws (the fill's run-to-run spread)
+    # seed 0 unless the recipe asks for other draws (the fill's run-to-run spread); one network, as
+    # Slicer's fill trains (LiverUNetLib/fill_recipe.py)
     if fine_tune:
         return train_config(recipe, seed=recipe.seed, epochs=recipe.finetune_epochs,
-                            learning_rate=recipe.finetune_learning_rate, **appearance)
-    return train_config(recipe, seed=recipe.seed, epochs=recipe.scratch_epochs, **appearance)
+                            learning_rate=recipe.finetune_learning_rate, networks_per_fold=1, **appearance)
+    return train_config(recipe, seed=recipe.seed, epochs=recipe.scratch_epochs, networks_per_fold=1, **appearance)
 
 
 def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path, recipe: Recipe, results: Path) -> Path:

@@ -29,6 +29,8 @@ class TrainingCaseParameters:
 class TrainingSettings:
     epochs: Annotated[int, WithinRange(1, 1000)] = 120  # the cross-validated recipe's schedule
     folds: Annotated[int, WithinRange(1, 10)] = 1
+    # averaged networks from different random starts; 1 keeps CPU training time (docs/accuracy_notes.md)
+    networksPerFold: Annotated[int, WithinRange(1, 5)] = 1
     augmentationStrength: Annotated[float, WithinRange(0.0, 2.0)] = 1.0
     # the painting reaches the liver's top and bottom, so slices well beyond it hold no liver (LiverUNetLib/labels.py)
     liverFreeBeyondPainting: bool = True
@@ -52,6 +54,7 @@ class LiverUNetParameterNode:
         return {
             "epochs": self.training.epochs,
             "folds": self.training.folds,
+            "networks_per_fold": self.training.networksPerFold,
             "augmentation_strength": float(self.training.augmentationStrength),
             "liver_free_beyond_painting": bool(self.training.liverFreeBeyondPainting),
             "modality": self.training.modality.value,

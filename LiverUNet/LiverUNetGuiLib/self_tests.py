@@ -98,6 +98,8 @@ def checkWidget(test) -> None:
         test.assertTrue(widget.ui.segmentButton.enabled)
         widget.ui.epochsSpinBox.value = 7
         test.assertEqual(widget._parameterNode.training.epochs, 7)
+        widget.ui.networksPerFoldSpinBox.value = 2
+        test.assertEqual(widget._parameterNode.trainConfig()["networks_per_fold"], 2)
     finally:
         widget.cleanup()
         widget.parent.deleteLater()

@@ -138,7 +138,7 @@ class TrainPanel:
         if event.epoch is not None and event.epochs:
             parts.append(f"epoch {event.epoch}/{event.epochs}")
         if event.fold is not None and event.folds and event.folds > 1:
-            parts.append(f"fold {event.fold}/{event.folds}")  # the engine counts folds from 1
+            parts.append(f"network {event.fold}/{event.folds}")  # folds x networks per fold, counted from 1
         if event.validation_dice is not None:
             parts.append(f"validation Dice {event.validation_dice:.3f}")
         if event.eta_seconds is not None:
@@ -167,7 +167,8 @@ class TrainPanel:
         self.ui.trainProgressBar.value = 0
         self.ui.showCurvesButton.enabled = self.curves is not None
         for widget in (self.ui.addCaseButton, self.ui.removeCaseButton, self.ui.epochsSpinBox, self.ui.foldsSpinBox,
-                       self.ui.augmentationSlider, self.ui.modalityComboBox, self.ui.startFromComboBox,
+                       self.ui.networksPerFoldSpinBox, self.ui.augmentationSlider,
+                       self.ui.liverFreeBeyondPaintingCheckBox, self.ui.modalityComboBox, self.ui.startFromComboBox,
                        self.ui.modelNameLineEdit):
             widget.enabled = not running
         if not running:
