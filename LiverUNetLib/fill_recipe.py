@@ -23,14 +23,19 @@ class FillRecipe:
     # one scan's own contrast is all there is to learn; with appearance augmentation the fill was
     # about 0.01 Dice worse on CHAOS (docs/accuracy_notes.md)
     appearance_augmentation: bool = False
+    # the fine-tuned network is averaged with the network it started from: with two or three painted
+    # slices fine-tuning alone could forget what the model knew (docs/accuracy_notes.md, tenth session)
+    keep_start_network: bool = True
 
     def train_settings(self, fine_tune: bool) -> dict[str, Any]:
-        """``TrainConfig`` fields: single network, every painted slice trains, no early stopping."""
+        """``TrainConfig`` fields: one network trained (plus, fine-tuning, the one it started from),
+        every painted slice trains, no early stopping."""
         return {
             "epochs": self.finetune_epochs if fine_tune else self.scratch_epochs,
             "learning_rate": self.finetune_learning_rate if fine_tune else self.scratch_learning_rate,
             "samples_per_epoch": self.samples_per_epoch,
             "appearance_augmentation": self.appearance_augmentation,
+            "keep_start_networks": fine_tune and self.keep_start_network,
             "folds": 1,
             "validation_fraction": 0.0,
             "patience": 0,

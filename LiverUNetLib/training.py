@@ -72,6 +72,11 @@ class TrainConfig:
     # networks trained on each fold's cases from different random starts and averaged at inference:
     # with every 5th slice painted two gained +0.007 Dice (docs/accuracy_notes.md), at twice the time
     networks_per_fold: int = 1
+    # fine-tuning only: the model written also holds each network training started from, averaged with the
+    # tuned one; guards a fill from few painted slices against forgetting what the start knew (fill_recipe.py).
+    # A start that scores below keep_start_min_dice on the painted slices (another modality) is left out.
+    keep_start_networks: bool = False
+    keep_start_min_dice: float = 0.8
     batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -125,6 +130,8 @@ class TrainConfig:
             problems.append("validation fraction must be in [0, 1)")
         if self.depth < 1 or self.base_channels < 1:
             problems.append("network depth and base channels must be positive")
+        if not 0 <= self.keep_start_min_dice <= 1:
+            problems.append(f"keep_start_min_dice must be in [0, 1] (got {self.keep_start_min_dice})")
         if self.validate_every < 1:
             problems.append(f"validate_every must be at least 1 (got {self.validate_every})")
         if self.context_slices < 0:
@@ -328,6 +335,29 @@ def _run_name(run: int, fold: int, folds: int, networks_per_fold: int) -> str:
     if networks_per_fold > 1:
         parts.append(f"network {run % networks_per_fold + 1}/{networks_per_fold}")
     return ", ".join(parts) or "network 1/1"
+
+
+def start_networks_worth_keeping(
+    init: LiverModel, runs: int, cases: list[_PreparedCase], min_dice: float, device: torch.device,
+    progress: ProgressCallback = ignore_progress,
+) -> list[UNet]:
+    """Copies of the networks each training run started from (``keep_start_networks``), each only if it
+    already finds the liver on the painted slices: a start from another modality would spoil the average."""
+    kept = []
+    for run in range(runs):
+        net = UNet(init.network_config)
+        net.load_state_dict(init.networks[run % len(init.networks)].state_dict())
+        dice = validation_dice(net.to(device), cases, init.preprocess.context_slices)
+        net = net.cpu().eval()
+        if dice >= min_dice:
+            kept.append(net)
+            progress(ProgressEvent(Stage.VALIDATING, None,
+                                   f"Keeping the starting network (Dice {dice:.3f} on the painted slices), averaged"))
+        else:
+            progress(ProgressEvent(Stage.VALIDATING, None,
+                                   f"Not keeping the starting network: Dice {dice:.3f} on the painted slices, "
+                                   f"below {min_dice}; the fine-tuned network alone is used"))
+    return kept
 
 
 def _resume_path(output: Path) -> Path:
@@ -538,12 +568,17 @@ def train(
         net = UNet(network_config)
         net.load_state_dict(weights)
         networks.append(net.eval())
+    kept = []
+    if config.keep_start_networks and init is not None:
+        kept = start_networks_worth_keeping(init, len(runs), prepared, config.keep_start_min_dice, device, progress)
+    networks += kept
     scores = [d for d in fold_dice if d is not None]
     mean_dice = float(np.mean(scores)) if scores else None
     model = LiverModel(networks, network_config, preprocess)
     model.card = ModelCard(
         name=output.stem,
-        description=f"Trained on {len(cases)} case(s), {sum(c.label.annotated_count for c in cases)} annotated slices.",
+        description=f"Trained on {len(cases)} case(s), {sum(c.label.annotated_count for c in cases)} annotated slices"
+        + (f"; with the {len(kept)} network(s) it started from, averaged" if kept else "") + ".",
         training={
             **_provenance(cases, config, init_name),
             "epochs_run": epochs_run,

@@ -210,3 +210,15 @@ def test_ship_all_subjects_trains_one_network_and_cards_the_cross_validation(tmp
     assert model.card.validation["dice_mean"] == pytest.approx(0.82)
     card = (destination.parent / "MODEL_CARD.md").read_text()
     assert "one network trained on all 2 subjects" in card and "Dice 0.8200" in card
+
+
+def test_the_fill_keeps_its_start_network_unless_the_recipe_says_otherwise():
+    """``densify``'s fine-tuning averages the tuned network with the CV network it began from, as the fill does;
+    ``--set densify_keep_start_network=false`` repeats the fills measured before the tenth session."""
+    assert accuracy.densify_config(accuracy.Recipe(), fine_tune=True).keep_start_networks is True
+    assert accuracy.densify_config(accuracy.Recipe(), fine_tune=False).keep_start_networks is False
+    earlier = accuracy.Recipe().with_overrides(["densify_keep_start_network=false"])
+    assert accuracy.densify_config(earlier, fine_tune=True).keep_start_networks is False
+    # mode finetune_mean keeps it whatever the recipe says
+    assert accuracy.densify_config(earlier, fine_tune=True, keep_start=True).keep_start_networks is True
+    assert "finetune_mean" in accuracy.DENSIFY_MODES

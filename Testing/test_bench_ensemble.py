@@ -115,3 +115,16 @@ def test_error_split_tells_a_loose_outline_from_a_false_region():
     stray = empty.copy()
     stray[0, 5, 5] = True
     assert error_distance.error_split(empty, stray, (1.0, 1.0), 3.0)["false_far"] == 1
+
+
+def test_the_start_network_check_scores_what_the_fill_guard_scores():
+    """bench/start_network_check.py: the Dice of network 0 on the painted and liver-free slices."""
+    start_network_check = pytest.importorskip("bench.start_network_check")
+    from LiverUNetLib.labels import sparse_label_from_mask
+
+    image, liver = box_volume()
+    painted = sparse_label_from_mask(image, image.with_array(liver.astype(np.uint8)), dense=True).keep_every_k(2)
+    model = pointwise_model()
+    assert start_network_check.start_dice(model, image, painted) > 0.95  # the bright box is found
+    dark = image.with_array(np.full_like(image.array, image.array.min()))  # nothing bright: the liver is missed
+    assert start_network_check.start_dice(model, dark, painted) < 0.1

@@ -546,6 +546,42 @@ def test_fine_tuning_two_networks_starts_each_from_its_own(cases, tmp_path):
         assert torch.equal(before.head.weight, after.head.weight)
 
 
+def test_keep_start_networks_averages_the_tuned_network_with_its_start(cases, tmp_path):
+    source = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
+    init = load_model(source.model_path)
+    events = []
+    result = train(cases[:1], config(keep_start_networks=True, keep_start_min_dice=0.0, validation_fraction=0.0,
+                                     learning_rate=1e-2), tmp_path / "fill.pt", init_model=source.model_path,
+                   progress=events.append, resume=False)
+    assert any(e.message.startswith("Keeping the starting network (Dice ") for e in events)
+    guarded = load_model(result.model_path)
+    assert len(guarded.networks) == 2  # one fine-tuned network and fold 0 of the start, which it began from
+    tuned, kept = guarded.networks
+    assert torch.equal(kept.head.weight, init.networks[0].head.weight)
+    assert not torch.equal(tuned.head.weight, init.networks[0].head.weight)
+    assert "with the 1 network(s) it started from" in guarded.card.description
+    # from scratch there is no start to keep
+    scratch = train(cases[:1], config(keep_start_networks=True, validation_fraction=0.0), tmp_path / "scratch.pt",
+                    resume=False)
+    assert len(load_model(scratch.model_path).networks) == 1
+
+
+def test_a_start_that_misses_the_painted_liver_is_not_kept(cases, tmp_path):
+    """A starting model from another modality would spoil the average: below the Dice floor it is left out."""
+    source = train(cases, config(), tmp_path / "start.pt", resume=False)
+    start = load_model(source.model_path)
+    prepared = [prepare_case(training.with_liver_free_slices(cases[0]), start.preprocess, torch.device("cpu"))]
+    dice = validation_dice(start.networks[0], prepared, start.preprocess.context_slices)
+    assert dice < 0.999
+    events = []
+    result = train(cases[:1], config(keep_start_networks=True, keep_start_min_dice=0.999, validation_fraction=0.0),
+                   tmp_path / "fill.pt", init_model=source.model_path, progress=events.append, resume=False)
+    assert len(load_model(result.model_path).networks) == 1
+    refused = [e.message for e in events if e.message.startswith("Not keeping the starting network")]
+    assert refused == [f"Not keeping the starting network: Dice {dice:.3f} on the painted slices, below 0.999; "
+                       "the fine-tuned network alone is used"]
+
+
 def test_fine_tuning_a_fold_ensemble_uses_each_fold(cases, tmp_path):
     source = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
     init = load_model(source.model_path)
@@ -565,6 +601,7 @@ def test_fine_tuning_a_fold_ensemble_uses_each_fold(cases, tmp_path):
         ({"epochs": 0}, "epochs"),
         ({"folds": 0}, "folds"),
         ({"networks_per_fold": 0}, "networks per fold"),
+        ({"keep_start_min_dice": 1.5}, "keep_start_min_dice"),
         ({"batch_size": 0}, "batch size"),
         ({"validation_fraction": 1.0}, "validation fraction"),
         ({"validation_fraction": -0.1}, "validation fraction"),

@@ -47,7 +47,7 @@ from LiverUNetLib.volume import Volume  # noqa: E402
 DATA = Path(os.environ.get("LIVERUNET_DATA", ROOT.parent / "shared" / "data")) / "chaos-mr-t2"
 SUBJECTS = ["3", "5", "13", "15", "19", "20", "21", "22", "31", "32", "34", "36", "37", "38", "39"]
 FOLDS = 5
-DENSIFY_MODES = ["mci", "base", "finetune", "scratch"]
+DENSIFY_MODES = ["mci", "base", "finetune", "finetune_mean", "scratch"]
 
 
 @dataclass
@@ -76,6 +76,8 @@ class Recipe:
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
     densify_appearance_augmentation: bool = FILL_RECIPE.appearance_augmentation
+    # the fill's fine-tuned network averaged with the CV network it started from (tenth session)
+    densify_keep_start_network: bool = FILL_RECIPE.keep_start_network
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
     networks_per_fold: int = 1  # networks from different random starts, averaged (TrainConfig.networks_per_fold)
     # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
@@ -207,15 +209,18 @@ def self_trained_label(image: Volume, painted: SparseLabel, liver: Volume, model
     return label, quality
 
 
-def densify_config(recipe: Recipe, fine_tune: bool):
-    """Training settings for densifying one volume (fine-tuned from a model, or from scratch)."""
+def densify_config(recipe: Recipe, fine_tune: bool, keep_start: Optional[bool] = None):
+    """Training settings for densifying one volume (fine-tuned from a model, or from scratch);
+    ``keep_start`` overrides the recipe's choice of averaging the tuned network with its start."""
     appearance = dict(appearance_augmentation=recipe.densify_appearance_augmentation,
                       bias_field_augmentation=recipe.densify_appearance_augmentation and recipe.bias_field_augmentation)
     # seed 0 unless the recipe asks for other draws (the fill's run-to-run spread); one network, as
     # Slicer's fill trains (LiverUNetLib/fill_recipe.py)
     if fine_tune:
         return train_config(recipe, seed=recipe.seed, epochs=recipe.finetune_epochs,
-                            learning_rate=recipe.finetune_learning_rate, networks_per_fold=1, **appearance)
+                            learning_rate=recipe.finetune_learning_rate, networks_per_fold=1,
+                            keep_start_networks=recipe.densify_keep_start_network if keep_start is None else keep_start,
+                            **appearance)
     return train_config(recipe, seed=recipe.seed, epochs=recipe.scratch_epochs, networks_per_fold=1, **appearance)
 
 
@@ -311,7 +316,7 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
         index = [slice(None)] * 3
         index[axis] = sparse.annotated
         for mode in modes:
-            uses_cv_model = mode in ("base", "finetune")
+            uses_cv_model = mode in ("base", "finetune", "finetune_mean")
             tag = base_tag if uses_cv_model else ""
             out = results / f"{_tagged(f'densify_k{k}_{mode}', tag)}_s{s}.json"
             if out.exists():
@@ -326,7 +331,8 @@ def run_densify(k: int, modes: list[str], recipe: Recipe, results: Path, subject
             elif mode == "base":  # what fine-tuning has to add: the CV model alone, no training
                 filled = segment_volume(image, cv_model, inference_config(recipe)).mask.array.copy()
             else:
-                config = densify_config(recipe, fine_tune=mode == "finetune")
+                # finetune_mean keeps the start network whatever the recipe says (measured before it was the fill's default)
+                config = densify_config(recipe, fine_tune=mode != "scratch", keep_start=True if mode == "finetune_mean" else None)
                 model_path = results / "models" / f"densify_{mode}_k{k}_s{s}.pt"
                 train([TrainingCase(s, image, sparse)], config, model_path, init_model=cv_model, resume=False)
                 filled = segment_volume(image, model_path, inference_config(recipe)).mask.array.copy()
@@ -404,6 +410,7 @@ def report(results: Path, output: Path) -> None:
         names = {"mci": "ITK morphological contour interpolation (Fill between slices)",
                  "base": "LiverUNet, the CV model that never saw the subject, not trained on the paint",
                  "finetune": "LiverUNet, fine-tuned from the CV model that never saw the subject",
+                 "finetune_mean": "LiverUNet, fine-tuned and the CV model it started from, averaged",
                  "scratch": "LiverUNet, from scratch on the painted slices only"}
         by_run: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
         for r in dens:
@@ -461,7 +468,8 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
     axes[0].set(title="New subjects (5-fold CV)", xlabel="k (every k-th slice painted)", ylabel="Dice", ylim=(0.6, 1.0))
     axes[0].legend(loc="lower left", fontsize=6, ncol=2)  # below the curves, which all lie above 0.75
     labels = {"mci": "contour interpolation (peer)", "base": "LiverUNet CV model, untrained on the paint",
-              "finetune": "LiverUNet fine-tuned", "scratch": "LiverUNet from scratch"}
+              "finetune": "LiverUNet fine-tuned", "finetune_mean": "LiverUNet fine-tuned + starting model",
+              "scratch": "LiverUNet from scratch"}
     for (mode, tag), values in dens.items():
         ks = sorted(values)
         axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3,
@@ -611,7 +619,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     d = sub.add_parser("densify")
     d.add_argument("--k", type=int, nargs="+", default=[3, 5, 10])
     d.add_argument("--modes", nargs="+", default=["mci", "finetune", "scratch"], choices=DENSIFY_MODES,
-                   help="base: the CV model alone, painted slices pasted in (what fine-tuning adds is measured against it)")
+                   help="base: the CV model alone, painted slices pasted in (what fine-tuning adds is measured against it); "
+                   "finetune_mean: the fine-tuned network averaged with the CV network it started from")
     d.add_argument("--subjects", nargs="+", default=SUBJECTS)
     d.add_argument("--tag", default="", help="fine-tune from (or, with base, use) this recipe variant's k=1 CV models (generalisation --tag)")
     r = sub.add_parser("report")
