@@ -177,9 +177,9 @@ def test_k_fold_gives_k_networks_averaged_at_inference(cases, tmp_path):
     assert not np.allclose(members[0], members[1])  # the folds really are different networks
 
 
-
-def test_networks_per_fold_train_on_the_same_cases_from_different_starts(cases, tmp_path, monkeypatch):
-    seen = []
+def cases_each_network_trains_on(monkeypatch) -> list[list[str]]:
+    """Filled, as training runs, with the sorted case names each network's sampler draws from."""
+    seen: list[list[str]] = []
     real_sampler = training._SliceSampler.__init__
 
     def sampler(self, prepared, *args, **kwargs):
@@ -187,6 +187,11 @@ def test_networks_per_fold_train_on_the_same_cases_from_different_starts(cases, 
         real_sampler(self, prepared, *args, **kwargs)
 
     monkeypatch.setattr(training._SliceSampler, "__init__", sampler)
+    return seen
+
+
+def test_networks_per_fold_train_on_the_same_cases_from_different_starts(cases, tmp_path, monkeypatch):
+    seen = cases_each_network_trains_on(monkeypatch)
     events = []
     result = train(cases, config(networks_per_fold=2, validation_fraction=0.34), tmp_path / "two.pt",
                    progress=events.append, resume=False)
@@ -204,14 +209,7 @@ def test_networks_per_fold_train_on_the_same_cases_from_different_starts(cases, 
 
 
 def test_folds_times_networks_per_fold(cases, tmp_path, monkeypatch):
-    seen = []
-    real_sampler = training._SliceSampler.__init__
-
-    def sampler(self, prepared, *args, **kwargs):
-        seen.append(sorted(c.name for c in prepared))
-        real_sampler(self, prepared, *args, **kwargs)
-
-    monkeypatch.setattr(training._SliceSampler, "__init__", sampler)
+    seen = cases_each_network_trains_on(monkeypatch)
     events = []
     result = train(cases, config(folds=3, networks_per_fold=2), tmp_path / "six.pt", progress=events.append,
                    resume=False)
@@ -535,17 +533,6 @@ def test_resume_in_the_second_network_keeps_the_first(cases, tmp_path):
             torch.testing.assert_close(after.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_fine_tuning_two_networks_starts_each_from_its_own(cases, tmp_path):
-    source = train(cases, config(networks_per_fold=2), tmp_path / "two.pt", resume=False)
-    init = load_model(source.model_path)
-    result = train(cases, config(learning_rate=0.0, weight_decay=0.0, networks_per_fold=2), tmp_path / "tuned.pt",
-                   init_model=source.model_path, resume=False)
-    tuned = load_model(result.model_path)
-    assert not torch.equal(init.networks[0].head.weight, init.networks[1].head.weight)
-    for before, after in zip(init.networks, tuned.networks):
-        assert torch.equal(before.head.weight, after.head.weight)
-
-
 def test_keep_start_networks_averages_the_tuned_network_with_its_start(cases, tmp_path):
     source = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
     init = load_model(source.model_path)
@@ -582,12 +569,15 @@ def test_a_start_that_misses_the_painted_liver_is_not_kept(cases, tmp_path):
                        "the fine-tuned network alone is used"]
 
 
-def test_fine_tuning_a_fold_ensemble_uses_each_fold(cases, tmp_path):
-    source = train(cases, config(folds=3), tmp_path / "kfold.pt", resume=False)
+@pytest.mark.parametrize("ensemble", [{"folds": 3}, {"networks_per_fold": 2}])
+def test_fine_tuning_an_ensemble_starts_each_network_from_its_own(cases, tmp_path, ensemble):
+    source = train(cases, config(**ensemble), tmp_path / "ensemble.pt", resume=False)
     init = load_model(source.model_path)
-    result = train(cases, config(learning_rate=0.0, weight_decay=0.0, folds=3), tmp_path / "tuned.pt",
+    result = train(cases, config(learning_rate=0.0, weight_decay=0.0, **ensemble), tmp_path / "tuned.pt",
                    init_model=source.model_path, resume=False)
     tuned = load_model(result.model_path)
+    assert len(tuned.networks) == len(init.networks) > 1
+    assert not torch.equal(init.networks[0].head.weight, init.networks[1].head.weight)
     for before, after in zip(init.networks, tuned.networks):
         assert torch.equal(before.head.weight, after.head.weight)
 
