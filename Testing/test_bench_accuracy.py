@@ -222,3 +222,33 @@ def test_the_fill_keeps_its_start_network_unless_the_recipe_says_otherwise():
     # mode finetune_mean keeps it whatever the recipe says
     assert accuracy.densify_config(earlier, fine_tune=True, keep_start=True).keep_start_networks is True
     assert "finetune_mean" in accuracy.DENSIFY_MODES
+
+
+def test_a_few_scans_are_a_fixed_nested_draw_from_the_fold_training_subjects():
+    """``--train-subjects N``: the learning curve changes how many scans are painted, never which ones."""
+    for fold in range(accuracy.FOLDS):
+        held_out = {s for s in accuracy.SUBJECTS if accuracy.fold_of(s) == fold}
+        every = accuracy.training_subjects(fold)
+        assert set(every) == set(accuracy.SUBJECTS) - held_out and len(every) == 12
+        three, six = accuracy.training_subjects(fold, 3), accuracy.training_subjects(fold, 6)
+        assert len(three) == 3 and len(six) == 6 and set(three) <= set(six) <= set(every)
+        assert accuracy.training_subjects(fold, 3) == three  # the same draw every time
+    assert accuracy.training_subjects(0, 3) != accuracy.training_subjects(1, 3)
+    for wrong in (0, 13):
+        with pytest.raises(SystemExit, match="between 1 and 12"):
+            accuracy.training_subjects(0, wrong)
+
+
+def test_a_few_scans_run_is_reported_with_its_subject_count_and_never_shipped(tmp_path):
+    held_out = [s for s in accuracy.SUBJECTS if accuracy.fold_of(s) == 0]
+    for fold in range(accuracy.FOLDS):
+        (tmp_path / f"generalisation_k5_n3_fold{fold}.json").write_text(json.dumps({
+            "protocol": "generalisation", "k": 5, "tag": "n3", "fold": fold, "test_subjects": held_out,
+            "annotated_slices": 15, "train_subjects": accuracy.training_subjects(fold, 3),
+            "train_seconds": 10.0, "device": "cpu", "recipe": {},
+            "subjects": {str(fold): {"dice": 0.8, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1.0}}}))
+    out = tmp_path / "accuracy.md"
+    accuracy.report(tmp_path, out)
+    assert "| 5 (n3; 3 training subjects) | 5/5 | 15 | 5 | 0.800 ± 0.000" in out.read_text()
+    with pytest.raises(SystemExit, match="few subjects only"):
+        accuracy.ship(5, tmp_path, tmp_path / "default.pt", "n3")

@@ -14,6 +14,7 @@ Commands (``all`` runs the first three in a row; ``--threads 1`` and two process
 
     python bench/accuracy.py all               # everything below but ship, resumable
     python bench/accuracy.py generalisation --k 1 5 3
+    python bench/accuracy.py generalisation --k 5 --train-subjects 3   # a model from a few painted scans
     python bench/accuracy.py densify --k 5 10 3 --modes mci finetune scratch
     python bench/accuracy.py report            # docs/accuracy.md + docs/accuracy.png
     python bench/accuracy.py ship --k 1        # fold ensemble -> shipped default model
@@ -241,9 +242,26 @@ def _every_tenth_epoch(prefix: str) -> Callable[[Any], None]:
     return report
 
 
+def training_subjects(fold: int, count: Optional[int] = None) -> list[str]:
+    """The subjects a fold trains on: all that are not held out, or ``count`` of them (a few scans).
+
+    The few are drawn by a fixed permutation per fold, and a smaller count is a subset of a larger one, so
+    the learning curve changes only how many scans are painted, not which."""
+    subjects = [s for s in SUBJECTS if fold_of(s) != fold]
+    if count is None:
+        return subjects
+    if not 1 <= count <= len(subjects):
+        raise SystemExit(f"--train-subjects must be between 1 and {len(subjects)} (got {count})")
+    order = np.random.default_rng(1000 + fold).permutation(len(subjects))
+    return [subjects[i] for i in sorted(order[:count])]
+
+
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "",
-                       self_train_from: str = "", fill_per_subject: bool = False) -> None:
-    """``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
+                       self_train_from: str = "", fill_per_subject: bool = False,
+                       train_subjects: Optional[int] = None) -> None:
+    """``train_subjects``: train on that many of the fold's subjects only (how a model from a few painted
+    scans does on new ones); the held-out subjects and their scoring are unchanged.
+    ``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
     fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices.
     ``fill_per_subject``: each subject is filled by that model fine-tuned on the subject's own painted
     slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices")."""
@@ -258,9 +276,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         if init is not None and not init.exists():
             raise SystemExit(f"self-training needs {init}: run generalisation --k {k} --tag {self_train_from} first")
         cases, fill_quality, painted_slices = [], {}, 0
-        for s in SUBJECTS:
-            if s in test:
-                continue
+        for s in training_subjects(fold, train_subjects):
             image, dense, liver = load_subject(s)
             label = dense if k == 1 else dense.keep_every_k(k)
             painted_slices += label.annotated_count
@@ -284,6 +300,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         record = {
             "protocol": "generalisation", "k": k, "tag": tag, "fold": fold, "test_subjects": test,
             "annotated_slices": painted_slices,  # painted by hand; self-training fills the rest
+            "train_subjects": [case.name for case in cases],
             **({"self_trained_from": self_train_from, "fill_per_subject": fill_per_subject,
                 "fill_dice_unpainted": fill_quality} if init is not None else {}),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
@@ -368,6 +385,13 @@ def _per_subject_table(title: str, per: dict[str, dict[str, Any]], dice_key: str
     return lines + ["", "</details>", ""]
 
 
+def _few_subjects(records: list[dict[str, Any]]) -> str:
+    """'; 3 training subjects' for a few-scans run (--train-subjects), else ''."""
+    counts = {len(r["train_subjects"]) for r in records if "train_subjects" in r}
+    few = {n for n in counts if n < len(SUBJECTS) - len(SUBJECTS) // FOLDS}
+    return f"; {'/'.join(str(n) for n in sorted(few))} training subjects" if few else ""
+
+
 def report(results: Path, output: Path) -> None:
     lines = ["# Accuracy on CHAOS MRI T2-SPIR", "",
              "Measured by `bench/accuracy.py` (see its docstring for the commands) on "
@@ -383,7 +407,7 @@ def report(results: Path, output: Path) -> None:
         for r in gen:
             by_group.setdefault((r["k"], r.get("tag", "")), []).append(r)
         groups = sorted(by_group)
-        label = {g: f"{g[0]}" + (f" ({g[1]})" if g[1] else "") for g in groups}
+        label = {g: f"{g[0]}" + (f" ({g[1]}{_few_subjects(by_group[g])})" if g[1] else "") for g in groups}
         for k, tag in groups:
             rs = by_group[(k, tag)]
             rows = [row for r in rs for row in r["subjects"].values()]
@@ -533,6 +557,11 @@ def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: 
     records = _load(results, f"{_experiment(k, tag)}_fold*.json")
     if len(records) != FOLDS:
         raise SystemExit(f"need all {FOLDS} folds of k={k}; have {len(records)}")
+    few = [r["fold"] for r in records
+           if "train_subjects" in r and len(r["train_subjects"]) < len(SUBJECTS) - len(r["test_subjects"])]
+    if few:
+        raise SystemExit(f"folds {few} of {_experiment(k, tag)} trained on a few subjects only (--train-subjects): "
+                         "ship a cross-validation that trained on all of each fold's subjects")
     rows = [row for r in records for row in r["subjects"].values()]
     dice = [x["dice"] for x in rows]
     recipe = records[0]["recipe"]
@@ -614,6 +643,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     g.add_argument("--tag", default="", help="name of a recipe variant (with --set), kept beside the default run")
     g.add_argument("--self-train-from", default="", metavar="TAG",
                    help="self-training: that run's k fold models fill the unpainted training slices and are fine-tuned on them")
+    g.add_argument("--train-subjects", type=int, default=None, metavar="N",
+                   help="train each fold on N of its subjects only (a few painted scans); adds _nN to the tag")
     g.add_argument("--fill-per-subject", action="store_true",
                    help="with --self-train-from: fine-tune the fold model on each subject's painted slices before it fills them")
     d = sub.add_parser("densify")
@@ -641,7 +672,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     (args.results / "models").mkdir(parents=True, exist_ok=True)
     if args.command == "generalisation":
         for k in args.k:
-            run_generalisation(k, recipe, args.results, args.folds, args.tag, args.self_train_from, args.fill_per_subject)
+            tag = args.tag
+            if args.train_subjects is not None:
+                tag = _tagged(tag, f"n{args.train_subjects}") if tag else f"n{args.train_subjects}"
+            run_generalisation(k, recipe, args.results, args.folds, tag, args.self_train_from, args.fill_per_subject,
+                               args.train_subjects)
     elif args.command == "densify":
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects, args.tag)
