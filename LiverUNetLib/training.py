@@ -337,6 +337,15 @@ def _run_name(run: int, fold: int, folds: int, networks_per_fold: int) -> str:
     return ", ".join(parts) or "network 1/1"
 
 
+def start_network_dice(init: LiverModel, run: int, cases: list[_PreparedCase], device: torch.device) -> tuple[UNet, float]:
+    """A copy of the network training run ``run`` starts from, and its Dice on the painted (and liver-free)
+    slices: the score the fill's guard compares with ``keep_start_min_dice``."""
+    net = UNet(init.network_config)
+    net.load_state_dict(init.networks[run % len(init.networks)].state_dict())
+    dice = validation_dice(net.to(device), cases, init.preprocess.context_slices)
+    return net.cpu().eval(), dice
+
+
 def start_networks_worth_keeping(
     init: LiverModel, runs: int, cases: list[_PreparedCase], min_dice: float, device: torch.device,
     progress: ProgressCallback = ignore_progress,
@@ -345,10 +354,7 @@ def start_networks_worth_keeping(
     already finds the liver on the painted slices: a start from another modality would spoil the average."""
     kept = []
     for run in range(runs):
-        net = UNet(init.network_config)
-        net.load_state_dict(init.networks[run % len(init.networks)].state_dict())
-        dice = validation_dice(net.to(device), cases, init.preprocess.context_slices)
-        net = net.cpu().eval()
+        net, dice = start_network_dice(init, run, cases, device)
         if dice >= min_dice:
             kept.append(net)
             progress(ProgressEvent(Stage.VALIDATING, None,

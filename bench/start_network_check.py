@@ -25,7 +25,7 @@ from bench.accuracy import SUBJECTS, fold_model_path, fold_of, load_subject  # n
 from LiverUNetLib.image_io import read_image  # noqa: E402
 from LiverUNetLib.labels import sparse_label_from_mask  # noqa: E402
 from LiverUNetLib.model_file import DEFAULT_MODEL_FILE, LiverModel, load_model  # noqa: E402
-from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, validation_dice, with_liver_free_slices  # noqa: E402
+from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, start_network_dice, with_liver_free_slices  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 CT_SAMPLE = ROOT.parent / "shared" / "data" / "chaos-ct-sample"
@@ -35,7 +35,7 @@ def start_dice(model: LiverModel, image: Volume, painted) -> float:
     """The Dice the guard compares with its floor: network 0 on the painted (and liver-free) slices."""
     case = with_liver_free_slices(TrainingCase("case", image, painted))
     prepared = prepare_case(case, model.preprocess, torch.device("cpu"))
-    return validation_dice(model.networks[0], [prepared], model.preprocess.context_slices)
+    return start_network_dice(model, 0, [prepared], torch.device("cpu"))[1]
 
 
 def main() -> None:
