@@ -385,11 +385,15 @@ def _per_subject_table(title: str, per: dict[str, dict[str, Any]], dice_key: str
     return lines + ["", "</details>", ""]
 
 
+def _trained_on_few(record: dict[str, Any]) -> bool:
+    """True for a fold that trained on only some of its subjects (--train-subjects)."""
+    return "train_subjects" in record and len(record["train_subjects"]) < len(SUBJECTS) - len(record["test_subjects"])
+
+
 def _few_subjects(records: list[dict[str, Any]]) -> str:
     """'; 3 training subjects' for a few-scans run (--train-subjects), else ''."""
-    counts = {len(r["train_subjects"]) for r in records if "train_subjects" in r}
-    few = {n for n in counts if n < len(SUBJECTS) - len(SUBJECTS) // FOLDS}
-    return f"; {'/'.join(str(n) for n in sorted(few))} training subjects" if few else ""
+    few = sorted({len(r["train_subjects"]) for r in records if _trained_on_few(r)})
+    return f"; {'/'.join(str(n) for n in few)} training subjects" if few else ""
 
 
 def report(results: Path, output: Path) -> None:
@@ -557,8 +561,7 @@ def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: 
     records = _load(results, f"{_experiment(k, tag)}_fold*.json")
     if len(records) != FOLDS:
         raise SystemExit(f"need all {FOLDS} folds of k={k}; have {len(records)}")
-    few = [r["fold"] for r in records
-           if "train_subjects" in r and len(r["train_subjects"]) < len(SUBJECTS) - len(r["test_subjects"])]
+    few = [r["fold"] for r in records if _trained_on_few(r)]
     if few:
         raise SystemExit(f"folds {few} of {_experiment(k, tag)} trained on a few subjects only (--train-subjects): "
                          "ship a cross-validation that trained on all of each fold's subjects")
