@@ -15,6 +15,7 @@ accuracy = pytest.importorskip("bench.accuracy")
 if importlib.util.find_spec("itk") is None:  # never imported here: ITK runs in its own process
     pytest.skip("benchmark-only dependency itk is missing: pip install -e .[bench]", allow_module_level=True)
 
+from bench import product_fills  # noqa: E402
 from conftest import require_data  # noqa: E402
 from LiverUNetLib.errors import LiverUNetError  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
@@ -252,3 +253,44 @@ def test_a_few_scans_run_is_reported_with_its_subject_count_and_never_shipped(tm
     assert "| 5 (n3; 3 training subjects) | 5/5 | 15 | 5 | 0.800 ± 0.000" in out.read_text()
     with pytest.raises(SystemExit, match="few subjects only"):
         accuracy.ship(5, tmp_path, tmp_path / "default.pt", "n3")
+
+
+def _fill_record(folder: Path, k: int, mode: str, subject: str, dice: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"densify_k{k}_{mode}_e120_bw5_s{subject}.json").write_text(json.dumps({
+        "protocol": "densify", "k": k, "mode": mode, "tag": "e120_bw5", "subject": subject, "painted": [1],
+        "seconds": 1.0, "dice": dice, "hd95_mm": 9.0, "assd_mm": 2.0, "volume_ml": 1.0, "dice_scored_slices": dice}))
+
+
+def _product_fill_results(tmp_path: Path, guard_dice: float) -> Path:
+    """Two subjects at k=5: subject 3's start network passes the floor, subject 15's does not."""
+    (tmp_path / "start_network_check.json").write_text(json.dumps(
+        {"floor": 0.8, "chaos_mri": {"k5": {"3": 0.9, "15": 0.7}}}))
+    for subject, kept, not_kept in (("3", 0.93, 0.92), ("15", 0.90, 0.91)):
+        _fill_record(tmp_path / "densify_keep_start", 5, "finetune_mean", subject, kept)
+        _fill_record(tmp_path / "densify_liver_free", 5, "finetune", subject, not_kept)
+    _fill_record(tmp_path / "densify_guard", 5, "finetune", "15", guard_dice)
+    return tmp_path
+
+
+def test_the_product_fills_keep_the_start_network_only_where_it_passes_the_floor(tmp_path):
+    records = product_fills.product_fill_records(_product_fill_results(tmp_path, guard_dice=0.91))
+    chosen = {r["subject"]: (r["dice_scored_slices"], r["start_kept"]) for r in records}
+    assert chosen == {"3": (0.93, True), "15": (0.91, False)}
+    out = tmp_path / "accuracy.md"
+    accuracy.report(tmp_path, out)
+    assert "| 5 | LiverUNet as Slicer's *Fill from painted slices* runs" in out.read_text()
+    assert "| 2 | 0.920 ± 0.010 |" in out.read_text()
+
+
+def test_the_product_fills_are_refused_when_a_fill_run_through_the_product_differs(tmp_path):
+    with pytest.raises(ValueError, match="subject 15.*does not equal"):
+        product_fills.product_fill_records(_product_fill_results(tmp_path, guard_dice=0.90))
+
+
+def test_the_committed_product_fills_give_the_figures_the_notes_state():
+    """docs/accuracy_notes.md quotes 0.937 / 0.934 / 0.924 for the product's fills at k = 3 / 5 / 10."""
+    records = product_fills.product_fill_records(Path(__file__).resolve().parents[1] / "docs" / "accuracy_results")
+    means = {k: round(float(np.mean([r["dice_scored_slices"] for r in records if r["k"] == k])), 3) for k in (3, 5, 10)}
+    assert means == {3: 0.937, 5: 0.934, 10: 0.924}
+    assert all(len([r for r in records if r["k"] == k]) == 15 for k in means)

@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.product_fills import PRODUCT_MODE, product_fill_records  # noqa: E402
 from LiverUNetLib.fill_recipe import FILL_RECIPE  # noqa: E402
 from LiverUNetLib.image_io import read_image  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
@@ -49,6 +50,7 @@ DATA = Path(os.environ.get("LIVERUNET_DATA", ROOT.parent / "shared" / "data")) /
 SUBJECTS = ["3", "5", "13", "15", "19", "20", "21", "22", "31", "32", "34", "36", "37", "38", "39"]
 FOLDS = 5
 DENSIFY_MODES = ["mci", "base", "finetune", "finetune_mean", "scratch"]
+REPORTED_MODES = DENSIFY_MODES + [PRODUCT_MODE]  # the product's fills are assembled, never run by mode
 
 
 @dataclass
@@ -429,7 +431,7 @@ def report(results: Path, output: Path) -> None:
         for k, tag in groups:
             lines += _per_subject_table(f"k={label[(k, tag)]}: Dice, HD95 and ASSD per held-out subject",
                                         per_group[(k, tag)], "dice")
-    dens = _load(results, "densify_k*_*.json")
+    dens = _load(results, "densify_k*_*.json") + product_fill_records(results)
     plot_dens: dict[tuple[str, str], dict[int, tuple[float, float]]] = {}
     if dens:
         lines += ["## Densifying a painted volume (score on the unpainted slices, including beyond the first/last painted one)", "",
@@ -439,11 +441,12 @@ def report(results: Path, output: Path) -> None:
                  "base": "LiverUNet, the CV model that never saw the subject, not trained on the paint",
                  "finetune": "LiverUNet, fine-tuned from the CV model that never saw the subject",
                  "finetune_mean": "LiverUNet, fine-tuned and the CV model it started from, averaged",
-                 "scratch": "LiverUNet, from scratch on the painted slices only"}
+                 "scratch": "LiverUNet, from scratch on the painted slices only",
+                 PRODUCT_MODE: "LiverUNet as Slicer's *Fill from painted slices* runs (fine-tuned; the start network kept when it scores Dice >= 0.8 on the paint; see bench/product_fills.py)"}
         by_run: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
         for r in dens:
             by_run.setdefault((r["k"], r["mode"], r.get("tag", "")), []).append(r)
-        methods = sorted({(mode, tag) for _, mode, tag in by_run}, key=lambda m: (DENSIFY_MODES.index(m[0]), m[1]))
+        methods = sorted({(mode, tag) for _, mode, tag in by_run}, key=lambda m: (REPORTED_MODES.index(m[0]), m[1]))
         method_name = {m: names[m[0]] + (f" ({m[1]} CV model)" if m[1] else "") for m in methods}
         ks = sorted({k for k, _, _ in by_run})
         for k in ks:
@@ -497,11 +500,12 @@ def _plot(gen: dict[str, dict[int, tuple[float, float]]], dens: dict[tuple[str, 
     axes[0].legend(loc="lower left", fontsize=6, ncol=2)  # below the curves, which all lie above 0.75
     labels = {"mci": "contour interpolation (peer)", "base": "LiverUNet CV model, untrained on the paint",
               "finetune": "LiverUNet fine-tuned", "finetune_mean": "LiverUNet fine-tuned + starting model",
-              "scratch": "LiverUNet from scratch"}
+              "scratch": "LiverUNet from scratch", PRODUCT_MODE: "LiverUNet as the product fills"}
     for (mode, tag), values in dens.items():
         ks = sorted(values)
+        product = {"color": "black", "linewidth": 2.5} if mode == PRODUCT_MODE else {}  # the headline line
         axes[1].errorbar(ks, [values[k][0] for k in ks], [values[k][1] for k in ks], marker="o", capsize=3,
-                         label=labels[mode] + (f" ({tag})" if tag else ""))
+                         label=labels[mode] + (f" ({tag})" if tag else ""), **product)
     axes[1].set(title="Densifying a painted volume", xlabel="k", ylabel="Dice on unpainted slices", ylim=(0.4, 1.0))
     if dens:
         axes[1].legend(loc="lower left", fontsize=7)
