@@ -96,6 +96,23 @@ def test_recipe_network_and_loss_variants_reach_the_training_settings():
         accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)
 
 
+def test_the_product_s_validation_hold_out_is_a_recipe_choice_off_by_default():
+    """Every cross-validation so far trained each fold on all its subjects; *Train* holds 20 % out."""
+    from LiverUNetLib.training import TrainConfig, split_cases
+
+    default = accuracy.train_config(accuracy.Recipe(), seed=0)
+    assert default.validation_fraction == 0.0 and default.patience == 0
+    assert split_cases(3, default) == [([0, 1, 2], [])]
+    as_product = accuracy.Recipe().with_overrides([f"validation_fraction={TrainConfig.validation_fraction}",
+                                                   f"patience={TrainConfig.patience}"])
+    config = accuracy.train_config(as_product, seed=0)
+    assert (config.validation_fraction, config.patience) == (TrainConfig.validation_fraction, TrainConfig.patience)
+    (train, validation), = split_cases(3, config)
+    assert len(train) == 2 and len(validation) == 1  # three scans: one of them only validates
+    assert accuracy.densify_config(as_product, fine_tune=True).validation_fraction == TrainConfig.validation_fraction
+    assert split_cases(1, accuracy.densify_config(as_product, fine_tune=True)) == [([0], [])]  # a fill: one scan
+
+
 def test_the_benchmark_scores_without_slice_smoothing_unless_the_recipe_asks():
     """Every row before the seventh session was scored without it; the product smooths by default."""
     assert accuracy.inference_config(accuracy.Recipe()).slice_smoothing is False

@@ -86,6 +86,11 @@ class Recipe:
     # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
     # the seventh session; off here so every earlier row stays comparable (its gain: bench/slice_smoothing.py)
     slice_smoothing: bool = False
+    # 0: each fold trains on all its subjects and keeps the last epoch (every run so far). Above 0: that share
+    # of them is held out for a validation Dice, the best checkpoint is kept and training stops after
+    # ``patience`` epochs without gain, as the product's *Train* does (TrainConfig: 0.2 and 15)
+    validation_fraction: float = 0.0
+    patience: int = 0
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """``["epochs=60", "intensity_region=volume"]`` -> a recipe with those fields changed (typed)."""
@@ -156,8 +161,8 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         bias_field_augmentation=recipe.bias_field_augmentation,
         augmentation_strength=recipe.augmentation_strength,
         mixed_precision=recipe.mixed_precision,
-        validation_fraction=0.0,
-        patience=0,
+        validation_fraction=recipe.validation_fraction,
+        patience=recipe.patience,
         seed=seed,
         networks_per_fold=recipe.networks_per_fold,
         save_half_precision=True,
@@ -267,7 +272,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
     fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices.
     ``fill_per_subject``: each subject is filled by that model fine-tuned on the subject's own painted
     slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices")."""
-    from LiverUNetLib.training import TrainingCase, train
+    from LiverUNetLib.training import TrainingCase, split_cases, train
 
     for fold in folds:
         out = results / f"{_experiment(k, tag)}_fold{fold}.json"
@@ -290,7 +295,8 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             cases.append(TrainingCase(s, image, label))
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
-        trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed), model_path, init_model=init, resume=True,
+        config = train_config(recipe, seed=fold + 100 * recipe.seed)
+        trained = train(cases, config, model_path, init_model=init, resume=True,
                         progress=_every_tenth_epoch(f"k={k} fold={fold}"))
         seconds = time.perf_counter() - started
         rows = {}
@@ -306,6 +312,9 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             **({"self_trained_from": self_train_from, "fill_per_subject": fill_per_subject,
                 "fill_dice_unpainted": fill_quality} if init is not None else {}),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
+            **({"validation_subjects": [cases[i].name for i in split_cases(len(cases), config)[0][1]],
+                "validation_dice": trained.validation_dice, "epochs_run": trained.epochs_run}
+               if recipe.validation_fraction > 0 else {}),
             "subjects": rows,
         }
         out.write_text(json.dumps(record, indent=1))
