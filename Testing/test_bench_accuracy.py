@@ -107,8 +107,9 @@ def test_the_product_s_validation_hold_out_is_a_recipe_choice_off_by_default():
                                                    f"patience={TrainConfig.patience}"])
     config = accuracy.train_config(as_product, seed=0)
     assert (config.validation_fraction, config.patience) == (TrainConfig.validation_fraction, TrainConfig.patience)
-    (train, validation), = split_cases(3, config)
-    assert len(train) == 2 and len(validation) == 1  # three scans: one of them only validates
+    assert split_cases(3, config) == [([0, 1, 2], [])]  # three scans all train (TrainConfig.validation_min_cases)
+    (train, validation), = split_cases(12, config)
+    assert len(train) == 10 and len(validation) == 2
     assert accuracy.densify_config(as_product, fine_tune=True).validation_fraction == TrainConfig.validation_fraction
     assert split_cases(1, accuracy.densify_config(as_product, fine_tune=True)) == [([0], [])]  # a fill: one scan
 

@@ -30,7 +30,7 @@ from LiverUNetLib.progress import CancelToken, Stage
 from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, split_cases, train, validation_dice
 
 #: Two optimiser steps per epoch on 32x32 crops of a base-4, depth-2 network.
-FAST = dict(TINY_SETTINGS, samples_per_epoch=8)
+FAST = dict(TINY_SETTINGS, samples_per_epoch=8, validation_min_cases=2)  # three phantom cases validate
 
 
 def config(**changes) -> TrainConfig:
@@ -230,8 +230,17 @@ def test_the_training_runs_helper_orders_each_folds_networks_together():
 # --- early stopping and the best checkpoint ------------------------------------------------------
 
 
-def test_early_stopping_keeps_the_best_checkpoint(cases, tmp_path, monkeypatch):
-    scores = iter([0.2, 0.6, 0.4, 0.3, 0.1, 0.1, 0.1, 0.1])
+def test_checkpoints_are_compared_only_once_the_learning_rate_has_come_down():
+    """The product's schedule, 120 epochs of 32 steps: epochs 66-120 (learning rate below half its peak)."""
+    steps = 32
+    selectable = [epoch for epoch in range(1, 121) if training.checkpoint_selectable(epoch * steps, 120 * steps)]
+    assert selectable == list(range(66, 121))
+    assert training.checkpoint_selectable(1, 1)  # a one-step schedule: its only checkpoint
+
+
+def test_early_stopping_keeps_the_best_checkpoint_of_the_annealed_phase(cases, tmp_path, monkeypatch):
+    # 10 epochs of 2 steps: checkpoints from epoch 6 on are compared; the 0.9 at epoch 1 (peak rate) is not kept
+    scores = iter([0.9, 0.2, 0.3, 0.3, 0.3, 0.4, 0.6, 0.5, 0.45, 0.1])
     states = []
 
     def scripted(net, prepared, *args, **kwargs):
@@ -242,18 +251,26 @@ def test_early_stopping_keeps_the_best_checkpoint(cases, tmp_path, monkeypatch):
     events = []
     result = train(cases, config(epochs=10, patience=2, validation_fraction=0.34), tmp_path / "m.pt",
                    progress=events.append, resume=False)
-    assert result.epochs_run == [4]  # best at epoch 2, no gain in the 2 epochs after it
+    assert result.epochs_run == [9]  # best at epoch 7, no gain in the 2 epochs after it
     assert result.validation_dice == pytest.approx(0.6)
     trained = [e for e in events if e.stage is Stage.TRAINING]
-    assert [e.epoch for e in trained] == [1, 2, 3, 4]
-    assert [e.validation_dice for e in trained] == [0.2, 0.6, 0.4, 0.3]
+    assert [e.epoch for e in trained] == list(range(1, 10))
+    assert [e.validation_dice for e in trained] == [0.9, 0.2, 0.3, 0.3, 0.3, 0.4, 0.6, 0.5, 0.45]  # the curve shows all
     model = load_model(result.model_path)
     assert model.card.validation["mean_dice"] == 0.6
-    assert model.card.training["epochs_run"] == [4]
+    assert model.card.training["epochs_run"] == [9]
     saved = model.networks[0].state_dict()
-    for key, value in states[1].items():  # the weights validated at epoch 2
+    for key, value in states[6].items():  # the weights validated at epoch 7
         assert torch.equal(saved[key], value), key
-    assert any(not torch.equal(saved[k], states[3][k]) for k in saved if saved[k].is_floating_point())
+    assert any(not torch.equal(saved[k], states[0][k]) for k in saved if saved[k].is_floating_point())
+
+
+def test_patience_never_stops_training_before_the_annealed_phase(cases, tmp_path, monkeypatch):
+    scores = iter([0.9] + [0.1] * 9)
+    monkeypatch.setattr(training, "validation_dice", lambda *a, **k: next(scores))
+    result = train(cases, config(epochs=10, patience=2, validation_fraction=0.34), tmp_path / "m.pt", resume=False)
+    assert result.epochs_run == [8]  # first compared at epoch 6, then 2 epochs without gain
+    assert result.validation_dice == pytest.approx(0.1)
 
 
 def test_without_patience_all_epochs_run(cases, tmp_path, monkeypatch):
@@ -277,13 +294,14 @@ def test_real_best_checkpoint_matches_the_card(cases, tmp_path):
     result = train(cases, settings, tmp_path / "m.pt", progress=events.append, resume=False)
     seen = [e.validation_dice for e in events if e.stage is Stage.TRAINING]
     assert len(seen) == 4 and all(d is not None for d in seen)
-    assert result.validation_dice == pytest.approx(max(seen))
+    best = max(seen[2:])  # 4 epochs of 2 steps: epochs 3 and 4 lie in the annealed phase
+    assert result.validation_dice == pytest.approx(best)
     model = load_model(result.model_path)
-    assert model.card.validation["mean_dice"] == round(max(seen), 4)
+    assert model.card.validation["mean_dice"] == round(best, 4)
     # the saved network really scores the best Dice on the held-out case
     (_, val_idx), = split_cases(len(cases), settings)
     held_out = [prepare_case(cases[i], model.preprocess, torch.device("cpu")) for i in val_idx]
-    assert validation_dice(model.networks[0], held_out, model.preprocess.context_slices) == pytest.approx(max(seen), abs=1e-6)
+    assert validation_dice(model.networks[0], held_out, model.preprocess.context_slices) == pytest.approx(best, abs=1e-6)
 
 
 # --- progress ------------------------------------------------------------------------------------
