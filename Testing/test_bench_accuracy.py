@@ -312,3 +312,16 @@ def test_the_committed_product_fills_give_the_figures_the_notes_state():
     means = {k: round(float(np.mean([r["dice_scored_slices"] for r in records if r["k"] == k])), 3) for k in (3, 5, 10)}
     assert means == {3: 0.937, 5: 0.934, 10: 0.924}
     assert all(len([r for r in records if r["k"] == k]) == 15 for k in means)
+
+
+def test_a_run_with_the_product_s_validation_hold_out_says_so_in_the_report(tmp_path):
+    held_out = [s for s in accuracy.SUBJECTS if accuracy.fold_of(s) == 0]
+    (tmp_path / "generalisation_k5_val_n3_fold0.json").write_text(json.dumps({
+        "protocol": "generalisation", "k": 5, "tag": "val_n3", "fold": 0, "test_subjects": held_out,
+        "annotated_slices": 15, "train_subjects": accuracy.training_subjects(0, 3),
+        "validation_subjects": accuracy.training_subjects(0, 3)[:1], "validation_dice": 0.8, "epochs_run": [37],
+        "train_seconds": 10.0, "device": "cpu", "recipe": {},
+        "subjects": {"3": {"dice": 0.8, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1.0}}}))
+    out = tmp_path / "accuracy.md"
+    accuracy.report(tmp_path, out)
+    assert "| 5 (val_n3; 3 training subjects, 1 of them validating) | 1/5 |" in out.read_text()

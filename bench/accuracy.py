@@ -402,9 +402,14 @@ def _trained_on_few(record: dict[str, Any]) -> bool:
 
 
 def _few_subjects(records: list[dict[str, Any]]) -> str:
-    """'; 3 training subjects' for a few-scans run (--train-subjects), else ''."""
+    """'; 3 training subjects' for a few-scans run (--train-subjects), '; 1 of them validating' for a run
+    with the product's validation hold-out (--set validation_fraction=...), else ''."""
     few = sorted({len(r["train_subjects"]) for r in records if _trained_on_few(r)})
-    return f"; {'/'.join(str(n) for n in few)} training subjects" if few else ""
+    note = f"; {'/'.join(str(n) for n in few)} training subjects" if few else ""
+    held = sorted({len(r["validation_subjects"]) for r in records if r.get("validation_subjects")})
+    if held:
+        note += f"{',' if few else ';'} {'/'.join(str(n) for n in held)} of them validating"
+    return note
 
 
 def report(results: Path, output: Path) -> None:
