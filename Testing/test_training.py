@@ -713,3 +713,15 @@ def test_border_weights_reach_the_training_loss(cases, tmp_path):
     plain, plain_again, weighted = weights(0.0, "a.pt"), weights(0.0, "b.pt"), weights(5.0, "c.pt")
     assert all(torch.equal(a, b) for a, b in zip(plain, plain_again)), "training must be seeded for this check"
     assert not all(torch.equal(a, c) for a, c in zip(plain, weighted))
+
+
+def test_fewer_cases_than_a_validation_hold_out_needs_all_train_and_the_log_says_so(cases, tmp_path):
+    events = []
+    result = train(cases, config(epochs=2, validation_fraction=0.2, validation_min_cases=5, patience=1),
+                   tmp_path / "m.pt", progress=events.append, resume=False)
+    assert result.validation_dice is None and result.epochs_run == [2]  # the last epoch, no early stop
+    assert any("All 3 case(s) train" in e.message and "from 5 cases up" in e.message for e in events)
+    assert split_cases(5, TrainConfig(validation_fraction=0.2))[0][1] != []  # the default: five cases validate
+    assert split_cases(4, TrainConfig(validation_fraction=0.2)) == [([0, 1, 2, 3], [])]
+    with pytest.raises(LiverUNetError, match="validation_min_cases"):
+        TrainConfig(validation_min_cases=1)
