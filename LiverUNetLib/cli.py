@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--context-slices", type=int, metavar="N", help="2.5D: neighbours on each side")
     tr.add_argument("--spacing", type=float, metavar="MM", help="in-plane spacing the network works at")
     tr.add_argument("--samples-per-epoch", type=_positive_int, metavar="N")
-    tr.add_argument("--patience", type=_positive_int, metavar="N", help="early-stopping patience (epochs), counted only in the last 45 %% of the epochs and only "
-                    "with a validation hold-out (five cases or more; default 15)")
+    tr.add_argument("--patience", type=_positive_int, metavar="N",
+                    help="early-stopping patience (epochs), counted only in the last 45 %% of the epochs and "
+                    "only with a validation hold-out (five cases or more; default 15)")
     tr.add_argument("--learning-rate", type=float, metavar="LR")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--settings", metavar="JSON",

@@ -57,7 +57,7 @@ def checkpoint_selectable(steps_done: int, total_steps: int) -> bool:
     fallen below half its peak: only there are checkpoints compared and early-stopping patience counted.
 
     With the checkpoint chosen from any epoch, the product's *Train* stopped three-scan runs at epochs
-    22-37 of 120, kept a checkpoint taken at the peak learning rate, and scored far below the same
+    22-44 of 120, kept a checkpoint taken near the peak learning rate, and scored far below the same
     training run to its end (docs/accuracy_notes.md, twelfth session)."""
     warmup = WARMUP_FRACTION * total_steps
     return steps_done >= warmup + (total_steps - warmup) / 2

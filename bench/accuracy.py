@@ -88,7 +88,8 @@ class Recipe:
     slice_smoothing: bool = False
     # 0: each fold trains on all its subjects and keeps the last epoch (every run so far). Above 0: that share
     # of them is held out for a validation Dice, the best checkpoint is kept and training stops after
-    # ``patience`` epochs without gain, as the product's *Train* does (TrainConfig: 0.2 and 15)
+    # ``patience`` epochs without gain, as the product's *Train* does (TrainConfig: 0.2 and 15; since the twelfth
+    # session only from five cases up, and only checkpoints of the annealed phase: training.checkpoint_selectable)
     validation_fraction: float = 0.0
     patience: int = 0
 
