@@ -469,7 +469,7 @@ def train(
     augment = default_augmentation(
         config.augmentation_strength, config.appearance_augmentation, config.bias_field_augmentation
     )
-    amp_dtype = autocast_dtype(device) if config.mixed_precision else None
+    amp_dtype = autocast_dtype(device, training=True) if config.mixed_precision else None
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 and device.type == "cuda" else None
     steps_per_epoch = max(1, max(config.samples_per_epoch, 1) // config.batch_size)
 
@@ -616,6 +616,7 @@ def train(
             **_provenance(cases, config, init_name),
             "epochs_run": epochs_run,
             "device": describe_device(device),
+            "precision": "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
             "seconds": round(time.perf_counter() - started, 1),
         },
         validation={

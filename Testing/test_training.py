@@ -350,6 +350,7 @@ def test_card_records_the_sparse_provenance(cases, tmp_path):
     assert [c["slices"] for c in recorded] == [8, 8, 8]
     assert card.training["settings"]["base_channels"] == 4
     assert card.training["initialised_from"].startswith("scratch")
+    assert card.training["precision"] == "float32"  # the tiny settings turn mixed precision off
     assert card.name == "m"
 
 
