@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="networks per fold, from different random starts, averaged (default 1; N times "
                     "longer; 2 gained +0.007 Dice with every 5th slice painted)")
     tr.add_argument("--init", metavar="MODEL", help="fine-tune from this model file")
-    tr.add_argument("--modality", choices=["auto", "mri", "ct"], default="auto")
+    tr.add_argument("--modality", choices=["auto", "mri", "ct"], default="auto",
+                    help="the images the model is for, which sets its intensity normalisation; auto reads it "
+                    "from the training images, also when fine-tuning (an MRI model tuned on CT becomes a CT model)")
     tr.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     tr.add_argument("--batch-size", type=_positive_int, metavar="N")
     tr.add_argument("--base-channels", type=_positive_int, metavar="N")
@@ -461,25 +463,6 @@ def _pair_training_files(images: list[str], labels: list[str]) -> list[tuple[str
     return pairs
 
 
-def _guess_modality(cases) -> str:
-    from .preprocessing import Modality, check_modality
-
-    votes = []
-    for case in cases:
-        declared = case.image.metadata.get("modality", "").upper()
-        if declared in ("CT", "MR"):
-            votes.append("ct" if declared == "CT" else "mri")
-        else:
-            looks_ct = check_modality(case.image.array, Modality.MRI) is not None
-            votes.append("ct" if looks_ct else "mri")
-    if len(set(votes)) > 1:
-        raise LiverUNetError(
-            "The training images mix CT and MRI intensities; train one model per modality, or set "
-            "--modality explicitly."
-        )
-    return votes[0]
-
-
 def _settings_argument(text: Optional[str]) -> dict[str, Any]:
     if not text:
         return {}
@@ -531,8 +514,11 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.unpainted_slices_unknown:
         settings["liver_free_beyond_painting"] = False
-    if args.modality != "auto" or "modality" not in settings:
-        settings["modality"] = _guess_modality(cases) if args.modality == "auto" else args.modality
+    if args.modality != "auto" or not settings.get("modality"):
+        from .preprocessing import modality_of_images
+
+        images_modality = modality_of_images([c.image for c in cases]).value
+        settings["modality"] = images_modality if args.modality == "auto" else args.modality
     if settings.get("folds", 1) > len(cases):
         raise LiverUNetError(f"--folds {settings['folds']} needs at least as many cases; got {len(cases)}.")
     config = TrainConfig.from_dict(settings)

@@ -256,6 +256,27 @@ def check_modality(array: np.ndarray, modality: Modality) -> Optional[str]:
     return None
 
 
+def modality_of_images(volumes: list[Volume]) -> Modality:
+    """The modality a set of training images shares: the DICOM modality where the reader kept it, else
+    the intensities (CT in Hounsfield units has air below -500). Mixed sets are an error: one model
+    normalises every image the same way."""
+    found = []
+    for volume in volumes:
+        declared = str(volume.metadata.get("modality", "")).upper()
+        if declared in ("CT", "MR"):
+            found.append(Modality.CT if declared == "CT" else Modality.MRI)
+        else:
+            found.append(Modality.CT if check_modality(volume.array, Modality.MRI) is not None else Modality.MRI)
+    if not found:
+        raise LiverUNetError("No training image given to tell CT from MRI.")
+    if len(set(found)) > 1:
+        raise LiverUNetError(
+            "The training images mix CT and MRI intensities; train one model per modality, or set the "
+            "modality (image type) explicitly."
+        )
+    return found[0]
+
+
 def require_modality_match(array: np.ndarray, modality: Modality, allow_mismatch: bool) -> list[str]:
     message = check_modality(array, modality)
     if message is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -39,6 +39,7 @@ from .preprocessing import (
     in_plane_spacing,
     intensity_statistics,
     mirror_pad,
+    modality_of_images,
     network_size,
     normalise,
     pad_to_multiple,
@@ -112,7 +113,9 @@ class TrainConfig:
     liver_free_beyond_painting: bool = True
     bce_weight: float = 1.0
     crop_size: int = 128
-    modality: Modality = Modality.MRI
+    # None: read from the training images (preprocessing.modality_of_images). A fine-tuned model takes its
+    # cases' modality too, so an MRI model fine-tuned on painted CT becomes a CT model that accepts CT
+    modality: Optional[Modality] = None
     in_plane_spacing_mm: Optional[float] = 2.5
     context_slices: int = 1
     base_channels: int = 16
@@ -127,7 +130,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         problems = []
         for key, kind in (
-            ("modality", Modality),
+            *((("modality", Modality),) if self.modality is not None else ()),
             ("normalization", Normalization),
             ("intensity_region", IntensityRegion),
             ("device", DeviceChoice),
@@ -181,7 +184,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("modality", "normalization", "intensity_region", "device"):
-            data[key] = getattr(self, key).value
+            data[key] = None if getattr(self, key) is None else getattr(self, key).value
         return data
 
     @classmethod
@@ -440,12 +443,13 @@ def train(
     if not os.access(output.parent, os.W_OK):
         raise LiverUNetError(f"The folder {output.parent} is not writable. Choose another output path.")
 
+    config = replace(config, modality=config.modality or modality_of_images([c.image for c in cases]))
     init: Optional[LiverModel] = None
     init_name = None
     if init_model is not None:
         init = init_model if isinstance(init_model, LiverModel) else load_model(init_model)
         init_name = init.card.name if isinstance(init_model, LiverModel) else str(init_model)
-        network_config, preprocess = init.network_config, init.preprocess
+        network_config, preprocess = init.network_config, replace(init.preprocess, modality=config.modality)
     else:
         network_config, preprocess = config.network_config(), config.preprocess_config()
 
@@ -454,6 +458,10 @@ def train(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     cpu_generator = torch.Generator().manual_seed(config.seed)
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing {len(cases)} case(s) on {describe_device(device)}"))
+    if init is not None and init.preprocess.modality is not preprocess.modality:
+        start, now = init.preprocess.modality.value.upper(), preprocess.modality.value.upper()
+        progress(ProgressEvent(Stage.PREPROCESSING, None, f"Fine-tuning the {start} model on {now} images: the new "
+                               f"model is a {now} model, with {now} intensity normalisation"))
     prepared = []
     for case in cases:
         cancel.check()

@@ -85,11 +85,13 @@ def test_default_model_ignores_air_around_the_patient(mri_image_path, mri_label_
 
 @pytest.mark.data
 @pytest.mark.parametrize("modality", ["mri", "ct"])
-def test_the_fill_keeps_the_shipped_start_network_on_mri_only(modality, mri_image_path, mri_label_path, ct_sample_dir,
-                                                               tmp_path):
-    """*Fill from painted slices* from the shipped MRI model, with its own settings (one short epoch here):
-    on a CHAOS MRI painted every 10th slice the start finds the liver and is averaged in; on the CHAOS CT
-    sample painted every 5th slice it does not (Dice 0.75 there, below the 0.8 floor) and is left out."""
+def test_the_fill_from_the_shipped_model_works_on_mri_and_ct(modality, mri_image_path, mri_label_path, ct_sample_dir,
+                                                              tmp_path):
+    """*Fill from painted slices* from the shipped MRI model, with its own settings (one short epoch here).
+    On CHAOS MRI painted every 10th slice, and on the CHAOS CT sample painted every 5th, the start finds the
+    liver (on CT through the CT window: Dice 0.90 there) and is averaged in. On CT the fill's model is a CT
+    model, so it segments the CT it was tuned on; before the thirteenth session it kept the MRI model's
+    modality and refused that CT."""
     from LiverUNetLib.fill_recipe import FILL_RECIPE
     from LiverUNetLib.labels import sparse_label_from_mask
     from LiverUNetLib.training import TrainConfig, TrainingCase, train
@@ -105,10 +107,10 @@ def test_the_fill_keeps_the_shipped_start_network_on_mri_only(modality, mri_imag
     events = []
     result = train([TrainingCase("painted", image, painted)], TrainConfig(**settings), tmp_path / "fill.pt",
                    init_model=default_model_path(), progress=events.append, resume=False)
-    networks = len(load_model(result.model_path).networks)
+    fill = load_model(result.model_path)
     decisions = [e.message for e in events if "starting network" in e.message]
-    assert len(decisions) == 1
-    if modality == "mri":
-        assert networks == 2 and decisions[0].startswith("Keeping the starting network")
-    else:
-        assert networks == 1 and decisions[0].startswith("Not keeping the starting network")
+    assert len(decisions) == 1 and decisions[0].startswith("Keeping the starting network")
+    assert len(fill.networks) == 2
+    assert fill.preprocess.modality is Modality(modality)
+    filled = segment_volume(image, fill, InferenceConfig(device="cpu")).mask
+    assert evaluate(liver, filled).dice > 0.8

@@ -15,6 +15,7 @@ from LiverUNetLib.preprocessing import (
     Modality,
     PreprocessConfig,
     check_modality,
+    modality_of_images,
     context_indices,
     in_plane_spacing,
     intensity_statistics,
@@ -169,6 +170,18 @@ def test_modality_checks():
     assert check_modality(mri_like(), Modality.MRI) is None
     mri_on_ct = check_modality(mri_like(), Modality.CT)
     assert mri_on_ct and "does not look like CT" in mri_on_ct
+
+
+def test_training_images_tell_their_modality():
+    from LiverUNetLib.volume import Volume
+
+    mri, ct = Volume(mri_like(), np.eye(4)), Volume(ct_like(), np.eye(4))
+    assert modality_of_images([mri, mri]) is Modality.MRI
+    assert modality_of_images([ct]) is Modality.CT
+    # a modality the reader kept from DICOM wins over the intensities
+    assert modality_of_images([Volume(mri_like(), np.eye(4), {"modality": "CT"})]) is Modality.CT
+    with pytest.raises(LiverUNetError, match="mix CT and MRI"):
+        modality_of_images([mri, ct])
 
 
 def test_ct_image_on_an_mri_model_is_refused_with_what_to_do():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.inference import InferenceConfig, segment_volume
 from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask
 from LiverUNetLib.model_file import LiverModel, load_model, save_model
+from LiverUNetLib.preprocessing import Modality
 from LiverUNetLib.progress import CancelToken, Stage
 from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, split_cases, train, validation_dice
 
@@ -586,6 +588,37 @@ def test_a_start_that_misses_the_painted_liver_is_not_kept(cases, tmp_path):
     refused = [e.message for e in events if e.message.startswith("Not keeping the starting network")]
     assert refused == [f"Not keeping the starting network: Dice {dice:.3f} on the painted slices, below 0.999; "
                        "the fine-tuned network alone is used"]
+
+
+def as_ct(case: TrainingCase) -> TrainingCase:
+    """The MRI-like phantom in Hounsfield-like units: air around it at about -900, the liver at about 100."""
+    image = case.image
+    ct = image.__class__(image.array.astype(np.int16) * 2 - 1300, image.ijk_to_ras.copy(), {})
+    return TrainingCase(case.name, ct, case.label)
+
+
+def test_fine_tuning_on_ct_makes_a_ct_model_that_accepts_ct(cases, tmp_path):
+    """An MRI model fine-tuned on painted CT (the fill, or Train from the shipped model) must segment CT:
+    the new model takes its cases' modality, read from the images, and their intensity normalisation."""
+    source = train(cases, config(), tmp_path / "mri.pt", resume=False)
+    start = load_model(source.model_path)
+    assert start.preprocess.modality is Modality.MRI and start.card.training["settings"]["modality"] == "mri"
+    ct_cases = [as_ct(c) for c in cases]
+    events = []
+    result = train(ct_cases[:1], config(validation_fraction=0.0), tmp_path / "ct.pt", init_model=source.model_path,
+                   progress=events.append, resume=False)
+    tuned = load_model(result.model_path)
+    assert tuned.preprocess == replace(start.preprocess, modality=Modality.CT)
+    assert tuned.card.training["settings"]["modality"] == "ct"
+    assert [e.message for e in events if e.message.startswith("Fine-tuning")] == [
+        "Fine-tuning the MRI model on CT images: the new model is a CT model, with CT intensity normalisation"]
+    segment_volume(ct_cases[0].image, tuned, InferenceConfig(device="cpu"))  # accepted: a mismatch would raise
+    with pytest.raises(LiverUNetError, match="does not look like CT"):
+        segment_volume(cases[0].image, tuned, InferenceConfig(device="cpu"))
+    # an explicit modality still wins over the images
+    explicit = train(ct_cases[:1], config(validation_fraction=0.0, modality="mri"), tmp_path / "explicit.pt",
+                     init_model=source.model_path, resume=False)
+    assert load_model(explicit.model_path).preprocess.modality is Modality.MRI
 
 
 @pytest.mark.parametrize("ensemble", [{"folds": 3}, {"networks_per_fold": 2}])

@@ -34,7 +34,7 @@ class TrainingSettings:
     augmentationStrength: Annotated[float, WithinRange(0.0, 2.0)] = 1.0
     # the painting reaches the liver's top and bottom, so slices well beyond it hold no liver (LiverUNetLib/labels.py)
     liverFreeBeyondPainting: bool = True
-    modality: Modality = Modality.MRI
+    modality: Modality = Modality.AUTO  # read from the training images
     startFrom: StartFrom = StartFrom.SELECTED_MODEL
     modelName: str = "my_liver_model"
 
@@ -57,5 +57,5 @@ class LiverUNetParameterNode:
             "networks_per_fold": self.training.networksPerFold,
             "augmentation_strength": float(self.training.augmentationStrength),
             "liver_free_beyond_painting": bool(self.training.liverFreeBeyondPainting),
-            "modality": self.training.modality.value,
+            "modality": self.training.modality.trainSetting(),
         }

@@ -100,6 +100,9 @@ def checkWidget(test) -> None:
         test.assertEqual(widget._parameterNode.training.epochs, 7)
         widget.ui.networksPerFoldSpinBox.value = 2
         test.assertEqual(widget._parameterNode.trainConfig()["networks_per_fold"], 2)
+        test.assertIsNone(widget._parameterNode.trainConfig()["modality"])  # Automatic: read from the images
+        widget.ui.modalityComboBox.currentIndex = widget.ui.modalityComboBox.findText("CT")
+        test.assertEqual(widget._parameterNode.trainConfig()["modality"], "ct")
     finally:
         widget.cleanup()
         widget.parent.deleteLater()

@@ -61,13 +61,22 @@ class EffectMode(Enum):
 
 
 class Modality(Enum):
-    """Image type, which decides intensity normalisation when training from scratch."""
+    """The images a trained model is for: its intensity normalisation and the images it accepts.
 
+    AUTO reads it from the training images, also when fine-tuning a model of the other modality
+    (the shipped MRI model fine-tuned on painted CT becomes a CT model).
+    """
+
+    AUTO = "auto"
     MRI = "mri"
     CT = "ct"
 
     def label(self) -> str:
-        return self.value.upper()
+        return "Automatic (from the images)" if self is Modality.AUTO else self.value.upper()
+
+    def trainSetting(self) -> Optional[str]:
+        """``TrainConfig.modality``: None lets the library read it from the images."""
+        return None if self is Modality.AUTO else self.value
 
 
 def optionalPath(value: Optional[object]) -> Optional[str]:
