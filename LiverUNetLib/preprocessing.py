@@ -245,8 +245,9 @@ def check_modality(array: np.ndarray, modality: Modality) -> Optional[str]:
     if modality is Modality.MRI and air_fraction > 0.05:
         return (
             f"This image looks like CT ({air_fraction:.0%} of voxels below -500), but the model was "
-            "trained on MRI. Its result would be unreliable: train or fine-tune a model on a few painted "
-            "CT scans (liverunet train, or the Train section in Slicer)."
+            "trained on MRI. Its result would be unreliable: paint the liver on a few slices and use Fill "
+            "from painted slices (Segment Editor, Liver U-Net), or train or fine-tune a model on a few "
+            "painted CT scans (liverunet train, or the Train section in Slicer)."
         )
     if modality is Modality.CT and negative_fraction < 0.001 and float(sample.max()) < 5000:
         return (

@@ -88,10 +88,10 @@ def test_default_model_ignores_air_around_the_patient(mri_image_path, mri_label_
 def test_the_fill_from_the_shipped_model_works_on_mri_and_ct(modality, mri_image_path, mri_label_path, ct_sample_dir,
                                                               tmp_path):
     """*Fill from painted slices* from the shipped MRI model, with its own settings (one short epoch here).
-    On CHAOS MRI painted every 10th slice, and on the CHAOS CT sample painted every 5th, the start finds the
-    liver (on CT through the CT window: Dice 0.90 there) and is averaged in. On CT the fill's model is a CT
-    model, so it segments the CT it was tuned on; before the thirteenth session it kept the MRI model's
-    modality and refused that CT."""
+    On CHAOS MRI painted every 10th slice the start finds the liver and is averaged in. On the CHAOS CT
+    sample painted every 5th slice the fill's model is a CT model (CT window), so it segments the CT it was
+    tuned on (before the thirteenth session it kept the MRI model's modality and refused that CT), and the
+    MRI start is not averaged in: on that CT it cost the fill 0.005-0.017 Dice (bench/ct_fill.py)."""
     from LiverUNetLib.fill_recipe import FILL_RECIPE
     from LiverUNetLib.labels import sparse_label_from_mask
     from LiverUNetLib.training import TrainConfig, TrainingCase, train
@@ -109,8 +109,13 @@ def test_the_fill_from_the_shipped_model_works_on_mri_and_ct(modality, mri_image
                    init_model=default_model_path(), progress=events.append, resume=False)
     fill = load_model(result.model_path)
     decisions = [e.message for e in events if "starting network" in e.message]
-    assert len(decisions) == 1 and decisions[0].startswith("Keeping the starting network")
-    assert len(fill.networks) == 2
     assert fill.preprocess.modality is Modality(modality)
+    if modality == "mri":
+        assert len(decisions) == 1 and decisions[0].startswith("Keeping the starting network")
+        assert len(fill.networks) == 2
+    else:
+        assert decisions == ["Not keeping the starting network: it was made for MRI, these images are CT; the "
+                             "fine-tuned network alone is used"]
+        assert len(fill.networks) == 1
     filled = segment_volume(image, fill, InferenceConfig(device="cpu")).mask
     assert evaluate(liver, filled).dice > 0.8

@@ -615,6 +615,13 @@ def test_fine_tuning_on_ct_makes_a_ct_model_that_accepts_ct(cases, tmp_path):
     segment_volume(ct_cases[0].image, tuned, InferenceConfig(device="cpu"))  # accepted: a mismatch would raise
     with pytest.raises(LiverUNetError, match="does not look like CT"):
         segment_volume(cases[0].image, tuned, InferenceConfig(device="cpu"))
+    # a start made for MRI is never averaged into a CT fill, however well it scores on the painted slices
+    guarded = train(ct_cases[:1], config(validation_fraction=0.0, keep_start_networks=True, keep_start_min_dice=0.0),
+                    tmp_path / "guarded.pt", init_model=source.model_path, progress=events.append, resume=False)
+    assert len(load_model(guarded.model_path).networks) == 1
+    assert [e.message for e in events if "starting network" in e.message] == [
+        "Not keeping the starting network: it was made for MRI, these images are CT; the fine-tuned network "
+        "alone is used"]
     # an explicit modality still wins over the images
     explicit = train(ct_cases[:1], config(validation_fraction=0.0, modality="mri"), tmp_path / "explicit.pt",
                      init_model=source.model_path, resume=False)
