@@ -514,11 +514,12 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.unpainted_slices_unknown:
         settings["liver_free_beyond_painting"] = False
-    if args.modality != "auto" or not settings.get("modality"):
+    if args.modality != "auto":
+        settings["modality"] = args.modality
+    elif not settings.get("modality"):
         from .preprocessing import modality_of_images
 
-        images_modality = modality_of_images([c.image for c in cases]).value
-        settings["modality"] = images_modality if args.modality == "auto" else args.modality
+        settings["modality"] = modality_of_images([c.image for c in cases]).value
     if settings.get("folds", 1) > len(cases):
         raise LiverUNetError(f"--folds {settings['folds']} needs at least as many cases; got {len(cases)}.")
     config = TrainConfig.from_dict(settings)
