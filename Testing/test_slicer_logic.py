@@ -258,6 +258,31 @@ def test_effect_fill_from_painted_slices_with_the_real_worker(mrml, tinyModel, t
     _noTempLeft(tmp_path)
 
 
+def test_effect_fill_on_ct_from_an_mri_model_with_the_real_worker(mrml, tinyModel, tmp_path):
+    """The bug the thirteenth session found: the fill tuned the MRI model on CT, and its model, still saying
+    MRI, refused that CT at the segment step. Now the tuned model is a CT model and the fill completes."""
+    import slicer
+    from LiverUNetLib.image_io import read_image
+    from LiverUNetSlicerLib import BlockingScheduler, EffectMode, JobStatus
+    from LiverUNetSlicerLib.effect_jobs import EffectJob
+
+    image = read_image(require_data("chaos-ct-sample", "dicom"))
+    liver = read_image(require_data("chaos-ct-sample", "liver_gt.nii.gz")).array > 0
+    volume, segmentation, segmentId, painted = _paintedCase(image, liver, every=10)
+    effect = ScriptedEffectAdapter(slicer.mrmlScene, segmentation, volume, segmentId)
+    scheduler, results = BlockingScheduler(), []
+    job = EffectJob(effect, EffectMode.FILL_FROM_PAINTED, scheduler, slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet,
+                    model=tinyModel, device="cpu", fillSettings={**TINY, "epochs": 1},
+                    onFinished=results.append, tempRoot=tmp_path / "tmp")
+    job.start()
+    scheduler.runUntilIdle(300)
+    assert results[0].status is JobStatus.SUCCEEDED, results[0].message
+    after = segmentArray(segmentation, segmentId, volume)
+    unpainted = np.setdiff1d(np.flatnonzero(liver.any(axis=(1, 2))), painted)
+    assert after[unpainted].any(), "nothing was filled between the painted slices"
+    _noTempLeft(tmp_path)
+
+
 def test_batch_script_segments_files_through_the_scene(mrml, tinyModel, tmp_path, capsys):
     import importlib.util
 
