@@ -100,12 +100,6 @@ def cpu_features() -> CpuFeatures:
     )
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX-512-BF16 or AMX: bfloat16 convolutions run natively. Without them bfloat16 is emulated."""
-    features = cpu_features()
-    return features.amx or features.avx512_bf16
-
-
 def autocast_dtype(device: torch.device, training: bool = False) -> Optional[torch.dtype]:
     """Reduced precision for the forward pass where the hardware runs it faster, else None (float32).
 

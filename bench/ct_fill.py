@@ -71,6 +71,7 @@ def fill(mode: str, image: Volume, painted, liver: Volume, work: Path) -> np.nda
     as_ct = replace(shipped, preprocess=replace(shipped.preprocess, modality=Modality.CT))  # the CT window
     if mode == "start":
         return segment_volume(image, as_ct, InferenceConfig(device="cpu")).mask.array
+    # "with_start": the start relabelled CT, so the guard compares it with the floor instead of leaving it out
     settings = {**FILL_RECIPE.train_settings(fine_tune=mode != "scratch"), "device": "cpu"}
     if mode == "mri_normalisation":
         settings["modality"] = Modality.MRI.value
