@@ -363,6 +363,12 @@ def _run_name(run: int, fold: int, folds: int, networks_per_fold: int) -> str:
     return ", ".join(parts) or "network 1/1"
 
 
+def fine_tuning_preprocess(init: LiverModel, modality: Modality) -> PreprocessConfig:
+    """The start model's preprocessing for images of ``modality``: a fine-tuned model is a model of the
+    images it was tuned on (an MRI model tuned on CT is a CT model, with the CT window)."""
+    return replace(init.preprocess, modality=modality)
+
+
 def start_network_dice(init: LiverModel, run: int, cases: list[_PreparedCase], device: torch.device) -> tuple[UNet, float]:
     """A copy of the network training run ``run`` starts from, and its Dice on the painted (and liver-free)
     slices: the score the fill's guard compares with ``keep_start_min_dice``."""
@@ -451,7 +457,7 @@ def train(
     if init_model is not None:
         init = init_model if isinstance(init_model, LiverModel) else load_model(init_model)
         init_name = init.card.name if isinstance(init_model, LiverModel) else str(init_model)
-        network_config, preprocess = init.network_config, replace(init.preprocess, modality=config.modality)
+        network_config, preprocess = init.network_config, fine_tuning_preprocess(init, config.modality)
     else:
         network_config, preprocess = config.network_config(), config.preprocess_config()
 
@@ -460,8 +466,9 @@ def train(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     cpu_generator = torch.Generator().manual_seed(config.seed)
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing {len(cases)} case(s) on {describe_device(device)}"))
-    if init is not None and init.preprocess.modality is not preprocess.modality:
-        start, now = init.preprocess.modality.value.upper(), preprocess.modality.value.upper()
+    start_modality = None if init is None else init.preprocess.modality
+    if start_modality not in (None, preprocess.modality):
+        start, now = start_modality.value.upper(), preprocess.modality.value.upper()
         progress(ProgressEvent(Stage.PREPROCESSING, None, f"Fine-tuning the {start} model on {now} images: the new "
                                f"model is a {now} model, with {now} intensity normalisation"))
     prepared = []
@@ -613,13 +620,13 @@ def train(
         networks.append(net.eval())
     kept = []
     if config.keep_start_networks and init is not None:
-        if init.preprocess.modality is preprocess.modality:
+        if start_modality is preprocess.modality:
             kept = start_networks_worth_keeping(init, len(runs), prepared, config.keep_start_min_dice, device, progress)
         else:
             progress(ProgressEvent(Stage.VALIDATING, None,
-                                   f"Not keeping the starting network: it was made for "
-                                   f"{init.preprocess.modality.value.upper()}, these images are "
-                                   f"{preprocess.modality.value.upper()}; the fine-tuned network alone is used"))
+                                   f"Not keeping the starting network: it was made for {start_modality.value.upper()}, "
+                                   f"these images are {preprocess.modality.value.upper()}; the fine-tuned network "
+                                   "alone is used"))
     networks += kept
     scores = [d for d in fold_dice if d is not None]
     mean_dice = float(np.mean(scores)) if scores else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +26,9 @@ from LiverUNetLib.image_io import read_image  # noqa: E402
 from LiverUNetLib.labels import sparse_label_from_mask  # noqa: E402
 from LiverUNetLib.model_file import DEFAULT_MODEL_FILE, LiverModel, load_model  # noqa: E402
 from LiverUNetLib.preprocessing import modality_of_images  # noqa: E402
-from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, start_network_dice, with_liver_free_slices  # noqa: E402
+from LiverUNetLib.training import (  # noqa: E402
+    TrainConfig, TrainingCase, fine_tuning_preprocess, prepare_case, start_network_dice, with_liver_free_slices,
+)
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 CT_SAMPLE = ROOT.parent / "shared" / "data" / "chaos-ct-sample"
@@ -38,8 +39,7 @@ def start_dice(model: LiverModel, image: Volume, painted) -> float:
     normalised for the image's own modality as ``train`` does (CT with the CT window since the thirteenth
     session; before, an MRI start saw CT through its MRI normalisation and scored 0.65-0.77 there)."""
     case = with_liver_free_slices(TrainingCase("case", image, painted))
-    preprocess = replace(model.preprocess, modality=modality_of_images([image]))
-    prepared = prepare_case(case, preprocess, torch.device("cpu"))
+    prepared = prepare_case(case, fine_tuning_preprocess(model, modality_of_images([image])), torch.device("cpu"))
     return start_network_dice(model, 0, [prepared], torch.device("cpu"))[1]
 
 
@@ -70,7 +70,8 @@ def main() -> None:
         for k in args.k:
             dice = start_dice(shipped, image, dense.keep_every_k(k))
             record["ct_sample_with_shipped_mri_model"][f"k{k}"] = round(dice, 4)
-            print(f"CT sample k={k}, shipped MRI model: start Dice {dice:.3f} ({'kept' if dice >= floor else 'dropped'})")
+            print(f"CT sample k={k}, shipped MRI model: start Dice {dice:.3f} "
+                  f"({'passes' if dice >= floor else 'below'} the floor; the fill leaves a start of another modality out)")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(record, indent=1))
