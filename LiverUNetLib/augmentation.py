@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 @dataclass
 class Batch:
-    """Images (N, C, H, W), masks (N, 1, H, W) in {0, 1}, valid (N,) annotated-slice flags."""
+    """Images (N, C, H, W), masks (N, M, H, W) in {0, 1} (channel 0 the liver, any others neighbouring organs),
+    valid (N,) annotated-slice flags."""
 
     image: torch.Tensor
     mask: torch.Tensor
@@ -189,7 +190,7 @@ class RandomLiverBrightness:
         low_f, high_f = math.log(self.factor[0]), math.log(self.factor[1])
         factor = torch.exp(_uniform(n, low_f, high_f, generator, device))
         gain = (1 + (factor - 1) * apply).view(n, 1, 1, 1)
-        weight = mask.float()
+        weight = mask[:, :1].float()  # the liver channel
         if self.soften > 1:
             weight = F.avg_pool2d(weight, self.soften, stride=1, padding=self.soften // 2, count_include_pad=False)
             weight = weight[..., : mask.shape[-2], : mask.shape[-1]]

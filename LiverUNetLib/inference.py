@@ -111,7 +111,7 @@ class _Predictor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             total = None
             for net in self.networks:
-                p = torch.sigmoid(net(x).float())
+                p = torch.sigmoid(net(x)[:, :1].float())  # channel 0: the liver
                 total = p if total is None else total + p
         return total / len(self.networks)
 

@@ -62,3 +62,12 @@ def dice_bce_loss(
     bce = F.binary_cross_entropy_with_logits(logits, target, weight=pixel_weight, reduction="sum")
     bce = bce / (valid.sum() * logits.shape[-1] * logits.shape[-2])
     return (1.0 - dice) + bce_weight * bce
+
+
+def neighbour_organs_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean Dice + BCE over the neighbouring-organ channels (N, C, H, W), no border weights.
+
+    An auxiliary task: knowing where the kidneys and the spleen are should keep liver voxels off them; the
+    liver loss alone decides what the model is for."""
+    per_organ = [dice_bce_loss(logits[:, c : c + 1], target[:, c : c + 1], valid) for c in range(logits.shape[1])]
+    return torch.stack(per_organ).mean()

@@ -126,22 +126,23 @@ class InPlaneOrientation:
     flip_cols: bool = False
 
     def apply(self, slices: np.ndarray) -> np.ndarray:
-        """Canonical view of (slices, rows, columns); a view, no copy."""
-        view = slices.transpose(0, 2, 1) if self.transpose else slices
+        """Canonical view of (..., rows, columns), e.g. (slices, rows, columns) or (slices, channels, rows,
+        columns); a view, no copy."""
+        view = slices.swapaxes(-1, -2) if self.transpose else slices
         if self.flip_rows:
-            view = view[:, ::-1, :]
+            view = view[..., ::-1, :]
         if self.flip_cols:
-            view = view[:, :, ::-1]
+            view = view[..., ::-1]
         return view
 
     def undo(self, slices: np.ndarray) -> np.ndarray:
         """Back from the canonical view to the stored layout; a view, no copy."""
         view = slices
         if self.flip_cols:
-            view = view[:, :, ::-1]
+            view = view[..., ::-1]
         if self.flip_rows:
-            view = view[:, ::-1, :]
-        return view.transpose(0, 2, 1) if self.transpose else view
+            view = view[..., ::-1, :]
+        return view.swapaxes(-1, -2) if self.transpose else view
 
     def spacing(self, spacing: tuple[float, float]) -> tuple[float, float]:
         return (spacing[1], spacing[0]) if self.transpose else spacing

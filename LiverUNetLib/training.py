@@ -27,7 +27,7 @@ from .augmentation import Batch, default_augmentation
 from .devices import DeviceChoice, autocast_dtype, describe_device, fast_cpu_math, resolve_device
 from .errors import LiverUNetError
 from .labels import SparseLabel, liver_free_beyond_painting
-from .losses import dice_bce_loss
+from .losses import dice_bce_loss, neighbour_organs_loss
 from .model_file import LiverModel, ModelCard, load_model, save_model
 from .networks import NetworkConfig, Normalization, UNet
 from .preprocessing import (
@@ -71,6 +71,9 @@ class TrainingCase:
     name: str
     image: Volume
     label: SparseLabel
+    # other organs (integer map, KJI, 1..N; 0 elsewhere), trusted on the label's annotated slices; read only
+    # when TrainConfig.neighbour_organs > 0 (the CHAOS labels hold both kidneys and the spleen)
+    neighbours: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -114,6 +117,10 @@ class TrainConfig:
     # cross-validated with every 3rd and 5th slice painted (docs/accuracy_notes.md); no effect on dense labels
     liver_free_beyond_painting: bool = True
     bce_weight: float = 1.0
+    # organs beside the liver learnt as extra output channels from TrainingCase.neighbours (0: liver only),
+    # their loss weighted by neighbour_weight; inference reads the liver channel alone
+    neighbour_organs: int = 0
+    neighbour_weight: float = 0.5
     crop_size: int = 128
     # None: read from the training images (preprocessing.modality_of_images). A fine-tuned model takes its
     # cases' modality too, so an MRI model fine-tuned on painted CT becomes a CT model that accepts CT
@@ -162,6 +169,9 @@ class TrainConfig:
             problems.append(f"validate_every must be at least 1 (got {self.validate_every})")
         if self.context_slices < 0:
             problems.append(f"context slices must be 0 or more (got {self.context_slices})")
+        if self.neighbour_organs < 0 or self.neighbour_weight < 0:
+            problems.append(f"neighbour_organs and neighbour_weight must be 0 or more (got {self.neighbour_organs}, "
+                            f"{self.neighbour_weight})")
         if self.in_plane_spacing_mm is not None and not self.in_plane_spacing_mm > 0:
             problems.append(f"in-plane spacing must be positive, or null for native (got {self.in_plane_spacing_mm})")
         if problems:
@@ -170,6 +180,7 @@ class TrainConfig:
     def network_config(self) -> NetworkConfig:
         return NetworkConfig(
             in_channels=2 * self.context_slices + 1,
+            out_channels=1 + self.neighbour_organs,
             base_channels=self.base_channels,
             depth=self.depth,
             normalization=self.normalization,
@@ -213,7 +224,7 @@ class _PreparedCase:
 
     name: str
     images: torch.Tensor  # (S, H, W) normalised, all slices (neighbours feed 2.5D context)
-    masks: torch.Tensor  # (A, H, W) float 0/1 for the annotated slices only
+    masks: torch.Tensor  # (A, M, H, W) float 0/1 for the annotated slices only: the liver, then neighbour organs
     annotated: np.ndarray  # (A,) slice indices
     weights: np.ndarray  # (A,) how often each annotated slice is drawn, relative to the others
 
@@ -226,11 +237,14 @@ def with_liver_free_slices(case: TrainingCase, progress: ProgressCallback = igno
     if added:
         progress(ProgressEvent(Stage.PREPROCESSING, None,
                                f"{case.name}: {added} slices beyond the painted ones taken as liver-free"))
-    return TrainingCase(case.name, case.image, label)
+    return TrainingCase(case.name, case.image, label, case.neighbours)
 
 
-def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch.device) -> _PreparedCase:
-    """Normalise and resample one case in plane; masks are resampled bilinearly and re-thresholded."""
+def prepare_case(
+    case: TrainingCase, preprocess: PreprocessConfig, device: torch.device, neighbour_organs: int = 0
+) -> _PreparedCase:
+    """Normalise and resample one case in plane; masks are resampled bilinearly and re-thresholded.
+    ``neighbour_organs`` > 0 adds one mask channel per organ 1..N of ``case.neighbours``."""
     image = case.image
     image.validate_scalar_3d(f"image of case '{case.name}'")
     label = case.label
@@ -247,14 +261,28 @@ def prepare_case(case: TrainingCase, preprocess: PreprocessConfig, device: torch
     stats = intensity_statistics(image.array, preprocess, axis)
     orientation = canonical_orientation(image)  # the same layout inference uses
     slices = torch.from_numpy(np.ascontiguousarray(orientation.apply(to_slice_first(image.array, axis))))
-    masks = to_slice_first(label.mask, axis)[label.annotated]
+    masks = to_slice_first(label.mask, axis)[label.annotated][:, None]
+    if neighbour_organs:
+        masks = np.concatenate([masks, neighbour_masks(case, neighbour_organs, axis)], axis=1)
     masks = torch.from_numpy(np.ascontiguousarray(orientation.apply(masks)))
     count, height, width = slices.shape
     size = network_size((height, width), orientation.spacing(in_plane_spacing(image)), preprocess.in_plane_spacing_mm)
     with torch.no_grad():
         images = resample_slices(normalise(slices.to(device), stats)[:, None], size)[:, 0]
-        masks = (resample_slices(masks.to(device, torch.float32)[:, None], size)[:, 0] >= 0.5).float()
+        masks = (resample_slices(masks.to(device, torch.float32), size) >= 0.5).float()
     return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy(), label.annotated_weights())
+
+
+def neighbour_masks(case: TrainingCase, organs: int, axis: int) -> np.ndarray:
+    """(A, organs, ...) masks of organs 1..``organs`` of ``case.neighbours`` on the annotated slices."""
+    if case.neighbours is None:
+        raise LiverUNetError(f"Case '{case.name}' has no neighbouring-organ labels, which neighbour_organs="
+                             f"{organs} needs. Give every case its organ map, or set neighbour_organs to 0.")
+    if case.neighbours.shape != case.label.mask.shape:
+        raise LiverUNetError(f"Case '{case.name}': the neighbouring-organ map's shape {case.neighbours.shape} "
+                             f"differs from the label's {case.label.mask.shape}.")
+    organ_map = to_slice_first(np.asarray(case.neighbours), axis)[case.label.annotated]
+    return np.stack([organ_map == organ for organ in range(1, organs + 1)], axis=1)
 
 
 class _SliceSampler:
@@ -280,7 +308,7 @@ class _SliceSampler:
         centre = np.array([case.annotated[position]])
         channels = context_indices(centre, case.images.shape[0], self.context)[0]
         image = case.images[torch.from_numpy(channels).to(case.images.device)]
-        mask = case.masks[position][None]
+        mask = case.masks[position]
         both = torch.cat([image, mask], 0)
         height, width = both.shape[-2:]
         pad_h, pad_w = max(0, self.crop - height), max(0, self.crop - width)
@@ -292,7 +320,7 @@ class _SliceSampler:
         top = int(torch.randint(0, height - self.crop + 1, (1,), generator=self.generator))
         left = int(torch.randint(0, width - self.crop + 1, (1,), generator=self.generator))
         both = both[:, top : top + self.crop, left : left + self.crop]
-        return both[:-1], both[-1:]
+        return both[: len(image)], both[len(image) :]
 
     def batches(self, samples: int):
         count = max(samples, len(self.pairs))
@@ -323,7 +351,7 @@ def validation_dice(net: UNet, cases: list[_PreparedCase], context: int, batch_s
                 height, width = x.shape[-2:]
                 x = pad_to_multiple(x, multiple).contiguous(memory_format=torch.channels_last)
                 prediction = net(x)[..., :height, :width][:, 0] > 0
-                target = case.masks[start : start + batch_size] > 0.5
+                target = case.masks[start : start + batch_size, 0] > 0.5
                 intersection += float((prediction & target).sum())
                 total += float(prediction.sum() + target.sum())
             scores.append(1.0 if total == 0 else 2 * intersection / total)
@@ -458,6 +486,10 @@ def train(
         init = init_model if isinstance(init_model, LiverModel) else load_model(init_model)
         init_name = init.card.name if isinstance(init_model, LiverModel) else str(init_model)
         network_config, preprocess = init.network_config, fine_tuning_preprocess(init, config.modality)
+        if config.neighbour_organs and network_config.out_channels != 1 + config.neighbour_organs:
+            raise LiverUNetError(
+                f"The start model has {network_config.out_channels - 1} neighbouring-organ outputs, not "
+                f"{config.neighbour_organs}. Fine-tune with neighbour_organs 0 (the liver alone) or train from scratch.")
     else:
         network_config, preprocess = config.network_config(), config.preprocess_config()
 
@@ -476,7 +508,7 @@ def train(
         cancel.check()
         if config.liver_free_beyond_painting:
             case = with_liver_free_slices(case, progress)
-        prepared.append(prepare_case(case, preprocess, device))
+        prepared.append(prepare_case(case, preprocess, device, config.neighbour_organs))
     splits = split_cases(len(cases), config)
     if config.folds == 1 and config.validation_fraction > 0 and not splits[0][1]:
         progress(ProgressEvent(Stage.PREPROCESSING, None, f"All {len(cases)} case(s) train and the last epoch is kept: "
@@ -546,7 +578,11 @@ def train(
                 image = batch.image.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     logits = net(image)
-                loss = dice_bce_loss(logits, batch.mask, batch.valid, config.bce_weight, config.boundary_weight)
+                loss = dice_bce_loss(logits[:, :1], batch.mask[:, :1], batch.valid, config.bce_weight,
+                                     config.boundary_weight)
+                if config.neighbour_organs:
+                    loss = loss + config.neighbour_weight * neighbour_organs_loss(
+                        logits[:, 1:], batch.mask[:, 1:], batch.valid)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()

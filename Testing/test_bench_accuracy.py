@@ -96,6 +96,26 @@ def test_recipe_network_and_loss_variants_reach_the_training_settings():
         accuracy.train_config(accuracy.Recipe().with_overrides(["normalization=layer"]), seed=0)
 
 
+def test_neighbour_organs_reach_cv_training_but_never_a_fill():
+    recipe = accuracy.Recipe().with_overrides(["neighbour_organs=3"])
+    assert accuracy.train_config(recipe, seed=0).neighbour_organs == 3
+    assert accuracy.train_config(accuracy.Recipe(), seed=0).neighbour_organs == 0  # every earlier row
+    # a clinician paints the liver alone: fills fine-tune and train from scratch on the liver channel
+    assert accuracy.densify_config(recipe, fine_tune=True).neighbour_organs == 0
+    assert accuracy.densify_config(recipe, fine_tune=False).neighbour_organs == 0
+
+
+def test_the_chaos_neighbour_map_holds_both_kidneys_and_the_spleen_and_never_the_liver():
+    require_data("chaos-mr-t2", "labels", "label_3.nii.gz")
+    _, dense, liver = accuracy.load_subject("3")
+    organs = accuracy.neighbour_organ_map("3")
+    assert organs.shape == liver.array.shape
+    assert set(np.unique(organs).tolist()) == {0, 1, 2, 3}
+    assert not (organs[liver.array > 0]).any()
+    case = accuracy.training_case("3", liver, dense, accuracy.Recipe().with_overrides(["neighbour_organs=3"]))
+    assert case.neighbours is not None and accuracy.training_case("3", liver, dense, accuracy.Recipe()).neighbours is None
+
+
 def test_the_product_s_validation_hold_out_is_a_recipe_choice_off_by_default():
     """Every cross-validation so far trained each fold on all its subjects; *Train* holds 20 % out."""
     from LiverUNetLib.training import TrainConfig, split_cases

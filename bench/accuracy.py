@@ -83,6 +83,9 @@ class Recipe:
     densify_keep_start_network: bool = FILL_RECIPE.keep_start_network
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
     networks_per_fold: int = 1  # networks from different random starts, averaged (TrainConfig.networks_per_fold)
+    # 3: both kidneys and the spleen (the CHAOS labels 2-4) as extra outputs learnt beside the liver
+    # (TrainConfig.neighbour_organs); their labels are read on the painted slices only, like the liver's
+    neighbour_organs: int = 0
     # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
     # the seventh session; off here so every earlier row stays comparable (its gain: bench/slice_smoothing.py)
     slice_smoothing: bool = False
@@ -117,6 +120,19 @@ def load_subject(subject: str) -> tuple[Volume, SparseLabel, Volume]:
     liver = label.with_array((label.array == 1).astype(np.uint8))
     dense = sparse_label_from_mask(image, liver, dense=True)
     return image, dense, liver
+
+
+def neighbour_organ_map(subject: str) -> np.ndarray:
+    """CHAOS organs other than the liver, renumbered 1-3 (right kidney, left kidney, spleen)."""
+    label = read_image(DATA / "labels" / f"label_{subject}.nii.gz").array
+    return np.where(label > 1, label - 1, 0).astype(np.uint8)
+
+
+def training_case(subject: str, image: Volume, label: SparseLabel, recipe: Recipe):
+    """A training case, with the neighbouring organs when the recipe learns them."""
+    from LiverUNetLib.training import TrainingCase
+
+    return TrainingCase(subject, image, label, neighbour_organ_map(subject) if recipe.neighbour_organs else None)
 
 
 def fold_of(subject: str) -> int:
@@ -166,6 +182,7 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         patience=recipe.patience,
         seed=seed,
         networks_per_fold=recipe.networks_per_fold,
+        neighbour_organs=recipe.neighbour_organs,
         save_half_precision=True,
     )
     values.update(overrides)
@@ -224,13 +241,14 @@ def densify_config(recipe: Recipe, fine_tune: bool, keep_start: Optional[bool] =
     appearance = dict(appearance_augmentation=recipe.densify_appearance_augmentation,
                       bias_field_augmentation=recipe.densify_appearance_augmentation and recipe.bias_field_augmentation)
     # seed 0 unless the recipe asks for other draws (the fill's run-to-run spread); one network, as
-    # Slicer's fill trains (LiverUNetLib/fill_recipe.py)
+    # Slicer's fill trains (LiverUNetLib/fill_recipe.py), on the painted liver alone (no other organ is painted)
     if fine_tune:
         return train_config(recipe, seed=recipe.seed, epochs=recipe.finetune_epochs,
-                            learning_rate=recipe.finetune_learning_rate, networks_per_fold=1,
+                            learning_rate=recipe.finetune_learning_rate, networks_per_fold=1, neighbour_organs=0,
                             keep_start_networks=recipe.densify_keep_start_network if keep_start is None else keep_start,
                             **appearance)
-    return train_config(recipe, seed=recipe.seed, epochs=recipe.scratch_epochs, networks_per_fold=1, **appearance)
+    return train_config(recipe, seed=recipe.seed, epochs=recipe.scratch_epochs, networks_per_fold=1,
+                        neighbour_organs=0, **appearance)
 
 
 def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path, recipe: Recipe, results: Path) -> Path:
@@ -273,7 +291,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
     fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices.
     ``fill_per_subject``: each subject is filled by that model fine-tuned on the subject's own painted
     slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices")."""
-    from LiverUNetLib.training import TrainingCase, split_cases, train
+    from LiverUNetLib.training import split_cases, train
 
     for fold in folds:
         out = results / f"{_experiment(k, tag)}_fold{fold}.json"
@@ -293,7 +311,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
                 label, fill_quality[s] = self_trained_label(image, label, liver, filler, recipe)
                 if filler != init:
                     filler.unlink()
-            cases.append(TrainingCase(s, image, label))
+            cases.append(training_case(s, image, label, recipe))
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
         config = train_config(recipe, seed=fold + 100 * recipe.seed)
@@ -543,7 +561,7 @@ def train_on_all_subjects(k: int, recipe: Recipe, results: Path, tag: str = "") 
     """One network trained on all subjects with the cross-validated recipe (cached); returns
     its path, the training seconds and the device. The CV scores the recipe; this network has three
     more subjects to learn from than each fold model, and costs one network's time at inference."""
-    from LiverUNetLib.training import TrainingCase, train
+    from LiverUNetLib.training import train
 
     path = results / "models" / f"{_tagged(f'all_subjects_k{k}', tag)}.pt"
     timing = path.with_suffix(".json")
@@ -551,7 +569,7 @@ def train_on_all_subjects(k: int, recipe: Recipe, results: Path, tag: str = "") 
         cases = []
         for s in SUBJECTS:
             image, dense, _ = load_subject(s)
-            cases.append(TrainingCase(s, image, dense if k == 1 else dense.keep_every_k(k)))
+            cases.append(training_case(s, image, dense if k == 1 else dense.keep_every_k(k), recipe))
         started = time.perf_counter()
         trained = train(cases, train_config(recipe, seed=100 * recipe.seed), path, resume=True,
                         progress=_every_tenth_epoch("all subjects"))
@@ -613,7 +631,9 @@ def ship(k: int, results: Path, destination: Path, tag: str = "", all_subjects: 
                     "hd95_mm_mean": round(float(np.mean([x["hd95_mm"] for x in rows])), 2),
                     "assd_mm_mean": round(float(np.mean([x["assd_mm"] for x in rows])), 2)},
         data={"name": "CHAOS challenge MR T2-SPIR training set (15 subjects)", "licence": "CC BY-NC-SA 4.0 (non-commercial)",
-              "citation": "Kavur et al., Medical Image Analysis 69 (2021) 101950"},
+              "citation": "Kavur et al., Medical Image Analysis 69 (2021) 101950",
+              "labels": "liver" + (" (output channel 0, the one inference reads); right kidney, left kidney and spleen "
+                                   "learnt as channels 1-3 beside it" if recipe.get("neighbour_organs") else "")},
     )
     save_model(model, destination, half_precision=True)
     per_subject = {s: round(row["dice"], 4) for r in records for s, row in r["subjects"].items()}

@@ -208,7 +208,7 @@ class MonaiNetwork(torch.nn.Module):
         dtype = self.autocast_dtype
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             for net in self.nets:
-                p = torch.sigmoid(net(x).float())
+                p = torch.sigmoid(net(x)[:, :1].float())  # channel 0: the liver
                 total = p if total is None else total + p
         return self._from_native(total / len(self.nets))[..., None]
 

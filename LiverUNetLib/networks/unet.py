@@ -26,6 +26,8 @@ class Normalization(str, Enum):
 @dataclass
 class NetworkConfig:
     in_channels: int = 1
+    # channel 0 is the liver; any more are neighbouring organs learnt alongside it (TrainConfig.neighbour_organs)
+    out_channels: int = 1
     base_channels: int = 32
     depth: int = 4
     normalization: Normalization = Normalization.BATCH
@@ -77,7 +79,7 @@ class DoubleConv(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """Returns logits (N, 1, H, W); apply a sigmoid for the liver probability."""
+    """Returns logits (N, out_channels, H, W); the sigmoid of channel 0 is the liver probability."""
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
@@ -96,7 +98,7 @@ class UNet(nn.Module):
             self.upsamplers.append(nn.ConvTranspose2d(channels, width, kernel_size=2, stride=2))
             self.decoders.append(DoubleConv(2 * width, width, config.normalization))
             channels = width
-        self.head = nn.Conv2d(channels, 1, kernel_size=1)
+        self.head = nn.Conv2d(channels, config.out_channels, kernel_size=1)
         self._he_init()
 
     def _he_init(self) -> None:
