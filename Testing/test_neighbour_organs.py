@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from cli_phantoms import phantom
-from engine_helpers import ORIENTATIONS, LEARNABLE_SETTINGS, box_volume, dice, one_thread  # noqa: F401 - autouse fixture
-from LiverUNetLib import augmentation
+from engine_helpers import (  # noqa: F401 - one_thread: autouse fixture
+    LEARNABLE_SETTINGS,
+    ORIENTATIONS,
+    box_volume,
+    dice,
+    one_thread,
+    single_torch_thread,
+)
+from LiverUNetLib import augmentation, training
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.inference import InferenceConfig, segment_volume
 from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask
@@ -47,8 +54,7 @@ def organ_cases() -> list[TrainingCase]:
 @pytest.fixture(scope="module")
 def organ_model(tmp_path_factory, organ_cases):
     path = tmp_path_factory.mktemp("organs") / "organs.pt"
-    with torch.random.fork_rng():
-        torch.set_num_threads(1)
+    with torch.random.fork_rng(), single_torch_thread():  # module fixtures run before the autouse one_thread
         train(organ_cases, TrainConfig(**ORGAN_SETTINGS, neighbour_organs=2), path,
               resume=False)
     return path
@@ -107,11 +113,21 @@ def test_a_model_learns_its_neighbour_organs_and_segments_the_liver_alone(organ_
         assert probability[organ][inside].mean() > probability[organ][~inside].mean() + 0.5
 
 
-def test_fine_tuning_such_a_model_on_liver_paint_trains_the_liver_output(organ_model, organ_cases, tmp_path):
+def test_fine_tuning_such_a_model_on_liver_paint_trains_the_liver_output(organ_model, organ_cases, tmp_path,
+                                                                          monkeypatch):
     painted = [TrainingCase(c.name, c.image, c.label) for c in organ_cases]  # a clinician paints the liver only
+
+    def no_organ_loss(*args, **kwargs):
+        raise AssertionError("a fine-tuning on liver paint must not train the organ outputs")
+
+    monkeypatch.setattr(training, "neighbour_organs_loss", no_organ_loss)
     out = tmp_path / "tuned.pt"
     train(painted, TrainConfig(**dict(LEARNABLE_SETTINGS, epochs=1)), out, init_model=organ_model, resume=False)
-    assert load_model(out).network_config.out_channels == 3
+    tuned, start = load_model(out), load_model(organ_model)
+    assert tuned.network_config.out_channels == 3
+    changed = [not torch.equal(a, b) for a, b in zip(tuned.networks[0].state_dict().values(),
+                                                      start.networks[0].state_dict().values())]
+    assert any(changed)
     with pytest.raises(LiverUNetError, match="start model has 2 neighbouring-organ outputs, not 3"):
         train(organ_cases, TrainConfig(**LEARNABLE_SETTINGS, neighbour_organs=3), tmp_path / "x.pt",
               init_model=organ_model, resume=False)
