@@ -7,19 +7,25 @@ file problem into one :class:`LiverUNetError` that says what is wrong and what t
 ``sitk.GetArrayFromImage`` already returns voxels in KJI order, which is the order
 :class:`Volume` keeps, so no transpose happens anywhere here.
 
-Writes are atomic: the image goes to a temporary file in the destination folder and is renamed
-over the destination only when complete, so a full disk or a crash never leaves half a file.
+Writes are atomic: the image goes to a temporary file in the destination folder, is read back
+(header, grid size, and every voxel byte the header announces) and only then renamed over the
+destination, so a full disk, a writer that fails without raising, or a crash never leaves half a
+file. Reading checks the same byte count for NIfTI, whose reader would otherwise fill the
+missing voxels of a cut file with zeros.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import shutil
+import struct
+import zlib
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -202,6 +208,77 @@ def _volume_from_sitk(image: sitk.Image, p: Path, metadata: dict[str, str]) -> V
         raise LiverUNetError(f"{p}: {exc}") from None
 
 
+def _nifti_header_fields(head: bytes) -> Optional[tuple[tuple[int, ...], int, tuple[float, ...], int]]:
+    """(dim[0..7], bitpix, pixdim[0..7], vox_offset) of a NIfTI-1 or NIfTI-2 header, either byte
+    order; None when ``head`` does not start with one."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(order + "i", head, 0)[0] == 348:
+            dims = struct.unpack_from(order + "8h", head, 40)
+            bitpix = struct.unpack_from(order + "h", head, 72)[0]
+            pixdim = struct.unpack_from(order + "8f", head, 76)
+            return dims, bitpix, pixdim, int(struct.unpack_from(order + "f", head, 108)[0])
+        if len(head) >= 540 and struct.unpack_from(order + "i", head, 0)[0] == 540:
+            bitpix = struct.unpack_from(order + "h", head, 14)[0]
+            dims = struct.unpack_from(order + "8q", head, 16)
+            pixdim = struct.unpack_from(order + "8d", head, 104)
+            return dims, bitpix, pixdim, int(struct.unpack_from(order + "q", head, 168)[0])
+    return None
+
+
+def _nifti_needed_bytes(dims: Sequence[int], bitpix: int, offset: int) -> Optional[int]:
+    """Bytes from the file's start up to its last voxel, or None for a header too odd to tell."""
+    if not 1 <= dims[0] <= 7 or bitpix <= 0 or bitpix % 8 or offset < 0:
+        return None
+    count = 1
+    for d in dims[1 : dims[0] + 1]:
+        if d < 1:
+            return None
+        count *= int(d)
+    return offset + count * (bitpix // 8)
+
+
+def _nifti_stream_length(p: Path) -> int:
+    """Length of the NIfTI data in ``p`` once decompressed; a cut or corrupt gzip stream raises
+    OSError (a NIfTI reader would stop at the cut and return zeros for the rest)."""
+    with open(p, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return p.stat().st_size
+    total = 0
+    try:
+        with gzip.open(p, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise OSError(5, f"the compressed data is cut or corrupt ({exc})") from None
+    return total
+
+
+def check_nifti_complete(p: Path) -> None:
+    """Raise OSError when the NIfTI file ``p`` holds fewer voxel bytes than its header announces.
+
+    Files that are not NIfTI, or whose header is too odd to compute a size from, pass: the image
+    reader judges those.
+    """
+    with open(p, "rb") as raw:
+        head = raw.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    try:
+        with opener(p, "rb") as stream:
+            fields = _nifti_header_fields(stream.read(540))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise OSError(5, f"the compressed data is cut or corrupt ({exc})") from None
+    if fields is None:
+        return
+    dims, bitpix, _pixdim, offset = fields
+    needed = _nifti_needed_bytes(dims, bitpix, offset)
+    if needed is None:
+        return
+    found = _nifti_stream_length(p)
+    if found < needed:
+        raise OSError(5, f"the file is truncated: it holds {found} of the {needed} bytes its header announces")
+
+
 def _first_line(exc: BaseException) -> str:
     """The most useful line of an ITK exception (they span many lines)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -255,9 +332,9 @@ def write_image(volume: Volume, path: PathLike) -> Path:
         sitk.WriteImage(image, str(tmp), compress)
 
     if ending == ".mhd":
-        _atomic_write_multi(p, _write)
+        _atomic_write_multi(p, _write, image.GetSize())
     else:
-        with atomic_path(p) as tmp:
+        with atomic_path(p, expected_size=image.GetSize()) as tmp:
             _write(tmp)
     return p
 
@@ -267,8 +344,9 @@ def _unwritable_message(p: Path, exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
         reason = "the disk is full"
     return (
-        f"Could not write {p}: {reason}. Nothing was written; check that the folder exists and "
-        "is writable and that the disk has free space, or choose another output path."
+        f"Could not write {p}: {reason}. Nothing was written (an existing file is unchanged); check "
+        "that the folder exists and is writable and that the disk has free space, or choose another "
+        "output path."
     )
 
 
@@ -281,12 +359,51 @@ def _prepare_folder(p: Path) -> None:
         raise LiverUNetError(f"Cannot write {p}: a folder of that name exists. Choose a file name.")
 
 
+def verify_written(path: Path, expected_size: Optional[Sequence[int]] = None) -> None:
+    """Raise OSError unless ``path`` is a complete file: not empty, flushed to disk and, for an
+    image ending, readable back with its header's grid (``expected_size``, IJK, when given) and
+    every voxel byte present.
+
+    Image writers (ITK's NIfTI writer among them) can hit a full disk and still return normally,
+    leaving a short file; this check is what stops such a file from replacing a good one.
+    """
+    if not path.is_file():
+        raise OSError(5, "the writer produced no file")
+    if path.stat().st_size == 0:
+        raise OSError(28, "the written file is empty")
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+    if file_ending(path) in WRITE_ENDINGS + (".seg.nrrd",):
+        _verify_image_file(path, expected_size)
+
+
+def _verify_image_file(path: Path, expected_size: Optional[Sequence[int]]) -> None:
+    if file_ending(path) in (".nii", ".nii.gz"):
+        try:
+            check_nifti_complete(path)  # ITK reads a cut NIfTI without complaint
+        except OSError as exc:
+            raise OSError(5, f"the written file came out short, probably a full disk ({exc.strerror})") from None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        size = tuple(reader.GetSize())
+        if file_ending(path) not in (".nii", ".nii.gz"):
+            reader.Execute()  # the NRRD and MetaImage readers refuse missing voxel data
+    except RuntimeError as exc:
+        raise OSError(5, f"the written file does not read back ({_first_line(exc)})") from None
+    if expected_size is not None and size[: len(expected_size)] != tuple(expected_size):
+        raise OSError(5, f"the written file reads back with size {size}, not {tuple(expected_size)}")
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, expected_size: Optional[Sequence[int]] = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` with the same ending; rename it over ``path`` on success.
 
-    Any exception inside the block (or in the rename) removes the temporary file. ``OSError`` and
-    ITK's ``RuntimeError`` become :class:`LiverUNetError`; other exceptions (for example
+    Before the rename the temporary file is checked with :func:`verify_written` (``expected_size``:
+    the image's IJK size, when known). Any exception inside the block, in the check or in the
+    rename removes the temporary file and leaves ``path`` as it was. ``OSError`` and ITK's
+    ``RuntimeError`` become :class:`LiverUNetError`; other exceptions (for example
     :class:`~LiverUNetLib.errors.CancelledError`) pass through unchanged.
     """
     p = Path(os.fspath(path)).expanduser()
@@ -295,8 +412,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = p.parent / f".{strip_ending(p)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{ending}"
     try:
         yield tmp
-        if not tmp.exists():
-            raise OSError(5, "the writer produced no file", str(tmp))
+        verify_written(tmp, expected_size)
         os.replace(tmp, p)
     except (OSError, RuntimeError) as exc:
         _remove_quietly(tmp)
@@ -306,7 +422,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
-def _atomic_write_multi(p: Path, write) -> None:
+def _atomic_write_multi(p: Path, write, expected_size: Sequence[int]) -> None:
     """Atomic-ish write of a header + data file pair (.mhd + .zraw): build both in a private
     temporary folder next to ``p``, then move the data file(s) first and the header last."""
     _prepare_folder(p)
@@ -317,8 +433,10 @@ def _atomic_write_multi(p: Path, write) -> None:
     try:
         write(tmpdir / p.name)
         produced = sorted(tmpdir.iterdir(), key=lambda f: f.name == p.name)  # header last
-        if not any(f.name == p.name for f in produced):
-            raise OSError(5, "the writer produced no file", str(p))
+        for f in produced:
+            if f.name != p.name:
+                verify_written(f)  # the data file, before the header names it
+        verify_written(tmpdir / p.name, expected_size)
         for f in produced:
             os.replace(f, p.parent / f.name)
     except (OSError, RuntimeError) as exc:

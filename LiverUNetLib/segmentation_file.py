@@ -143,7 +143,7 @@ def write_segmentation(labelmap: Volume, path: PathLike, segments: Sequence[Segm
             }
         ],
     }
-    with atomic_path(p) as tmp:
+    with atomic_path(p, expected_size=shape_ijk) as tmp:
         slicerio.write_segmentation(str(tmp), segmentation, compression_level=6)
     return p
 
