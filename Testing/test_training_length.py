@@ -1,0 +1,92 @@
+"""How long training runs, and the CT window it normalises with, are settings recorded in the model file.
+
+With ``every_slice_each_epoch`` off an epoch is exactly ``samples_per_epoch`` slices however many are
+labelled (30 densely labelled CTs hold 3,809 slices); on, an epoch still passes over every labelled slice,
+the recipe the MRI figures were measured with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cli_phantoms import TINY_SETTINGS
+from engine_helpers import box_volume, one_thread  # noqa: F401 - autouse fixture
+from LiverUNetLib import training
+from LiverUNetLib.errors import LiverUNetError
+from LiverUNetLib.labels import sparse_label_from_mask
+from LiverUNetLib.model_file import load_model, save_model
+from LiverUNetLib.preprocessing import Modality, PreprocessConfig
+from LiverUNetLib.training import TrainConfig, TrainingCase, prepare_case, train
+
+
+def dense_case(slices: int = 40) -> TrainingCase:
+    image, box = box_volume("axial", slices=slices, box=((8, 33), (6, 20), (4, 14)), slice_spacing=8.0)
+    return TrainingCase("dense", image, sparse_label_from_mask(image, image.with_array(box.astype(np.uint8)), dense=True))
+
+
+def sampler(every_slice_each_epoch: bool, seed: int = 0) -> training._SliceSampler:
+    config = TrainConfig(**{**TINY_SETTINGS, "batch_size": 4}, every_slice_each_epoch=every_slice_each_epoch)
+    prepared = prepare_case(dense_case(), config.preprocess_config(), torch.device("cpu"))
+    return training._SliceSampler([prepared], config, 8, torch.Generator().manual_seed(seed))
+
+
+def drawn_slices(sampler_: training._SliceSampler, samples: int, monkeypatch) -> list[int]:
+    drawn: list[int] = []
+    monkeypatch.setattr(sampler_, "_sample", lambda case, position: drawn.append(int(case.annotated[position]))
+                        or (torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)))
+    for _ in sampler_.batches(samples):
+        pass
+    return drawn
+
+
+def test_an_epoch_of_fixed_length_draws_exactly_its_samples_and_new_slices_each_time(monkeypatch):
+    fixed = sampler(every_slice_each_epoch=False)
+    assert fixed.samples(8) == 8 and fixed.steps(8) == 2
+    epochs = [drawn_slices(fixed, 8, monkeypatch) for _ in range(10)]
+    assert all(len(e) == len(set(e)) == 8 for e in epochs)  # no slice twice within an epoch
+    assert len({s for e in epochs for s in e}) > 30  # the epochs together reach (almost) all 40 slices
+
+
+def test_an_epoch_that_covers_every_slice_grows_with_the_labelled_slices(monkeypatch):
+    covering = sampler(every_slice_each_epoch=True)
+    assert covering.samples(8) == 40 and covering.steps(8) == 10
+    assert sorted(drawn_slices(covering, 8, monkeypatch)) == list(range(40))
+
+
+def test_the_training_length_and_the_epoch_are_in_progress_and_on_the_card(tmp_path):
+    events = []
+    settings = dict(TINY_SETTINGS, epochs=2, samples_per_epoch=8, batch_size=4, every_slice_each_epoch=False)
+    train([dense_case()], TrainConfig(**settings), tmp_path / "m.pt", progress=events.append, resume=False)
+    assert "2 epochs of 8 slices (2 batches of 4)" in " ".join(e.message for e in events)
+    card = load_model(tmp_path / "m.pt").card.training
+    assert card["samples_per_epoch_run"] == 8 and card["steps_run"] == [4]
+    assert card["settings"]["every_slice_each_epoch"] is False
+
+
+def test_the_ct_window_is_a_training_setting_recorded_in_the_model(tmp_path):
+    settings = dict(TINY_SETTINGS, epochs=1, samples_per_epoch=4, batch_size=4, modality="ct", ct_window=(-125, 275))
+    train([dense_case(12)], TrainConfig(**settings), tmp_path / "ct.pt", resume=False)
+    model = load_model(tmp_path / "ct.pt")
+    assert model.preprocess.modality is Modality.CT and model.preprocess.ct_window == (-125.0, 275.0)
+    assert model.card.training["settings"]["ct_window"] == [-125.0, 275.0]
+
+
+@pytest.mark.parametrize("window", [(300, -200), (1, 1), (5,)])
+def test_a_ct_window_that_is_not_low_below_high_is_refused(window):
+    with pytest.raises(LiverUNetError, match="ct_window must be two Hounsfield values"):
+        TrainConfig(ct_window=window)
+
+
+def test_model_files_without_a_ct_window_keep_the_window_they_were_trained_with(tmp_path):
+    """Files written before the window was a setting hold no "ct_window" and were normalised with [-200, 300]."""
+    from engine_helpers import pointwise_model
+
+    model = pointwise_model()
+    model.preprocess = PreprocessConfig(Modality.CT)
+    path = save_model(model, tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["preprocess"]["ct_window"]
+    torch.save(payload, path)
+    assert load_model(path).preprocess.ct_window == (-200.0, 300.0)
