@@ -11,6 +11,7 @@ and finally falls back to the CPU.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .devices import (
     resolve_device,
 )
 from .errors import LiverUNetError
-from .model_file import LiverModel, ModelSource, resolve_model
+from .model_file import LiverModel, ModelSource, choose_shipped_model, load_model
 from .postprocessing import fill_holes_per_slice, largest_component, smooth_across_slices
 from .preprocessing import (
     body_box,
@@ -81,6 +82,8 @@ class SegmentationResult:
     device: str
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # which model ran, in words: the shipped model chosen for the image and why, or the model given
+    model: str = ""
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -240,6 +243,16 @@ def _bounding_box(mask: np.ndarray, margin: int = 0) -> Optional[tuple[slice, ..
     return tuple(box)
 
 
+def _model_for(volume: Volume, model: ModelSource) -> tuple[LiverModel, str]:
+    """The model to run and how to name it: ``model``, or with None the shipped one for the image."""
+    if isinstance(model, LiverModel):
+        return model, f"the model '{model.card.name}'"
+    if model is None:
+        choice = choose_shipped_model(volume)
+        return load_model(choice.path), choice.describe()
+    return load_model(model), f"the model {os.fspath(model)}"
+
+
 def segment_volume(
     volume: Volume,
     model: ModelSource = None,
@@ -252,7 +265,7 @@ def segment_volume(
     config = config or InferenceConfig()
     cancel = cancel or CancelToken()
     volume.validate_scalar_3d("image")
-    liver_model = resolve_model(model)
+    liver_model, model_used = _model_for(volume, model)
     preprocess = liver_model.preprocess
     warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch)
     device = resolve_device(config.device)
@@ -347,4 +360,5 @@ def segment_volume(
         describe_device(predictor.device),
         time.perf_counter() - started,
         warnings + predictor.warnings,
+        model_used,
     )

@@ -20,11 +20,13 @@ import torch
 from . import __version__
 from .errors import LiverUNetError
 from .networks import NetworkConfig, UNet
-from .preprocessing import PreprocessConfig
+from .preprocessing import Modality, PreprocessConfig, image_modality
+from .shipped_models import MODELS_FOLDER, SHIPPED_MODEL_FILES, shipped_model_path, shipped_model_paths
+from .volume import Volume
 
 FORMAT_NAME = "liverunet-model"
 FORMAT_VERSION = 1
-DEFAULT_MODEL_FILE = Path(__file__).resolve().parent / "models" / "liver_mri_t2_default.pt"
+DEFAULT_MODEL_FILE = MODELS_FOLDER / SHIPPED_MODEL_FILES["mri"]
 
 
 @dataclass
@@ -223,20 +225,55 @@ def load_model(path: Union[str, os.PathLike], device: Union[torch.device, str] =
 
 
 def default_model_path() -> Optional[Path]:
-    """The shipped default MRI liver model, or None when this build ships none."""
-    return DEFAULT_MODEL_FILE if DEFAULT_MODEL_FILE.is_file() else None
+    """The shipped MRI liver model, or None when this build ships none (``choose_shipped_model`` picks
+    the shipped model that matches an image)."""
+    return shipped_model_path(Modality.MRI.value)
 
 
-def resolve_model(source: ModelSource) -> LiverModel:
-    """A loaded model from a model, a path, or None (the shipped default)."""
+@dataclass(frozen=True)
+class ModelChoice:
+    """The shipped model picked for an image, and why: the user is told which model ran."""
+
+    path: Path
+    modality: Modality
+    reason: str
+
+    def describe(self) -> str:
+        return f"the shipped {self.modality.name} model ({self.path.name}), since {self.reason}"
+
+
+def choose_shipped_model(volume: Volume, modality: Union[Modality, str, None] = None) -> ModelChoice:
+    """The shipped model whose modality matches ``volume`` (the DICOM Modality first, the intensities
+    otherwise), or the one for ``modality`` when the user said it. An image that is neither CT nor MRI, or
+    one whose model this build lacks, is refused."""
+    if modality is not None:
+        modality, reason = Modality(modality), "the modality was given"
+    else:
+        modality, reason = image_modality(volume)
+    path = shipped_model_path(modality.value)
+    if path is None:
+        raise LiverUNetError(
+            f"This image is {modality.name} ({reason}), and this build ships no {modality.name} liver model. "
+            "Pass a model file (--model), or train one from a few painted scans (liverunet train).")
+    return ModelChoice(path, modality, reason)
+
+
+def shipped_start_model(volumes: list[Volume]) -> Optional[Path]:
+    """The model training starts from when the user asks for the shipped one: the shipped model of the
+    images' modality, else any shipped model (fine-tuning makes it a model of the images' modality), else
+    None (training from scratch)."""
+    from .preprocessing import modality_of_images
+
+    shipped = shipped_model_paths()
+    return shipped.get(modality_of_images(volumes).value) or next(iter(shipped.values()), None)
+
+
+def resolve_model(source: ModelSource, volume: Optional[Volume] = None) -> LiverModel:
+    """A loaded model from a model, a path, or None: the shipped model that matches ``volume``."""
     if isinstance(source, LiverModel):
         return source
     if source is None:
-        default = default_model_path()
-        if default is None:
-            raise LiverUNetError(
-                "No default model ships with this build. Pass a model file (--model), or train one "
-                "from a few painted scans (liverunet train)."
-            )
-        source = default
+        if volume is None:
+            raise LiverUNetError("No model given, and no image to choose the shipped model by. Pass a model file.")
+        source = choose_shipped_model(volume).path
     return load_model(source)

@@ -234,41 +234,64 @@ def context_indices(centre: np.ndarray, count: int, context: int) -> np.ndarray:
     return np.clip(centre[:, None] + offsets[None, :], 0, count - 1)
 
 
-def check_modality(array: np.ndarray, modality: Modality) -> Optional[str]:
-    """A plain warning when intensities do not look like the model's modality, else None.
+def intensity_modality(array: np.ndarray) -> tuple[Optional[Modality], str]:
+    """CT, MRI or None (neither) from the intensities alone, with the evidence in words.
 
-    CT is in Hounsfield units, so a large share of voxels near air (< -500) marks CT; MRI magnitudes
-    are non-negative.
+    CT is in Hounsfield units: air below -500, or, in copies clipped to a soft-tissue window such as
+    BTCV's [-125, 275], a large share of fat and clipped air below -50. MRI magnitudes are non-negative.
+    An image with many negative values but no Hounsfield range (a normalised or derived map) is neither.
     """
-    sample = array.ravel()[:: max(1, array.size // 500_000)]
-    air_fraction = float(np.mean(sample < -500))
-    negative_fraction = float(np.mean(sample < 0))
-    if modality is Modality.MRI and air_fraction > 0.05:
+    sample = array.ravel()[:: max(1, array.size // 500_000)].astype(np.float32)
+    air = float(np.mean(sample < -500))
+    below_fat = float(np.mean(sample < -50))
+    negative = float(np.mean(sample < 0))
+    low, high = float(sample.min()), float(sample.max())
+    if air > 0.05:
+        return Modality.CT, f"{air:.0%} of its voxels are below -500 (air in Hounsfield units)"
+    if below_fat > 0.05 and low <= -100 and high >= 100:
+        return Modality.CT, f"{below_fat:.0%} of its voxels are below -50 (fat and air in Hounsfield units)"
+    if negative < 0.01:
+        return Modality.MRI, "it has no negative values (MRI magnitudes)"
+    return None, (f"{negative:.0%} of its voxels are negative, between {low:.4g} and {high:.4g}: neither CT in "
+                  "Hounsfield units nor MRI magnitudes")
+
+
+def image_modality(volume: Volume) -> tuple[Modality, str]:
+    """The image's modality and why: the DICOM Modality where the reader kept it, else the intensities.
+    An image that is neither CT nor MRI is refused rather than guessed."""
+    declared = str(volume.metadata.get("modality", "")).upper()
+    if declared in ("CT", "MR"):
+        return (Modality.CT if declared == "CT" else Modality.MRI), f"its DICOM Modality is {declared}"
+    modality, reason = intensity_modality(volume.array)
+    if modality is None:
+        raise LiverUNetError(
+            f"Cannot tell whether this image is CT or MRI: {reason}. Choose a model for it (--model), or "
+            "say the image type (--modality ct or mri; Image type in Slicer).")
+    return modality, reason
+
+
+def check_modality(array: np.ndarray, modality: Modality) -> Optional[str]:
+    """A plain warning when intensities do not look like the model's modality, else None."""
+    found, reason = intensity_modality(array)
+    if modality is Modality.MRI and found is Modality.CT:
         return (
-            f"This image looks like CT ({air_fraction:.0%} of voxels below -500), but the model was "
-            "trained on MRI. Its result would be unreliable: paint the liver on a few slices and use Fill "
-            "from painted slices (Segment Editor, Liver U-Net), or train or fine-tune a model on a few "
-            "painted CT scans (liverunet train, or the Train section in Slicer)."
+            f"This image looks like CT ({reason}), but the model was trained on MRI. Its result would be "
+            "unreliable: use the shipped CT model (leave the model unset to have it chosen), paint the liver on "
+            "a few slices and use Fill from painted slices, or train or fine-tune a model on a few painted CT scans."
         )
-    if modality is Modality.CT and negative_fraction < 0.001 and float(sample.max()) < 5000:
+    if modality is Modality.CT and found is not Modality.CT and float(array.max()) < 5000:
         return (
-            "This image has no negative values, so it does not look like CT in Hounsfield units, but the "
-            "model was trained on CT. Use an MRI model, or train or fine-tune one on a few painted scans."
+            "This image has no Hounsfield range (no air or fat below -50), so it does not look like CT, but the "
+            "model was trained on CT. Use an MRI model (leave the model unset to have it chosen), or train or "
+            "fine-tune one on a few painted scans."
         )
     return None
 
 
 def modality_of_images(volumes: list[Volume]) -> Modality:
-    """The modality a set of training images shares: the DICOM modality where the reader kept it, else
-    the intensities (CT in Hounsfield units has air below -500). Mixed sets are an error: one model
-    normalises every image the same way."""
-    found = []
-    for volume in volumes:
-        declared = str(volume.metadata.get("modality", "")).upper()
-        if declared in ("CT", "MR"):
-            found.append(Modality.CT if declared == "CT" else Modality.MRI)
-        else:
-            found.append(Modality.CT if check_modality(volume.array, Modality.MRI) is not None else Modality.MRI)
+    """The modality a set of training images shares (``image_modality`` of each). Mixed sets are an error:
+    one model normalises every image the same way."""
+    found = [image_modality(volume)[0] for volume in volumes]
     if not found:
         raise LiverUNetError("No training image given to tell CT from MRI.")
     if len(set(found)) > 1:

@@ -6,10 +6,12 @@ so the job runs in its own process. The protocol (docs/architecture.md):
 * The job file is JSON, ``{"kind": "segment" | "train", ...}``:
 
   - segment: ``{"kind": "segment", "input": PATH, "output": PATH, "model": PATH | null,
-    "device": "auto", "tta": false, "probability_output": PATH | null}``
+    "device": "auto", "tta": false, "probability_output": PATH | null}``; a null model is the shipped
+    model of the image's modality, and the result's ``"model"`` says which model ran and why
   - train: ``{"kind": "train", "cases": [{"name": str, "image": PATH, "label": PATH,
     "label_value": 1, "empty_label_value": 2 | null}], "output": MODEL_PATH,
-    "settings": {TrainConfig fields}, "init": PATH | null}``. Labels are label volumes on the
+    "settings": {TrainConfig fields}, "init": PATH | "shipped" | null}`` ("shipped": the shipped
+    model of the cases' modality). Labels are label volumes on the
     image grid (or ``.seg.nrrd``); voxels equal to ``empty_label_value`` mark painted slices
     that hold no liver.
 
@@ -46,6 +48,7 @@ from typing import Any, Callable, Optional
 
 from .errors import CancelledError, LiverUNetError
 from .progress import CancelToken, ProgressEvent, Stage
+from .shipped_models import SHIPPED_START
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -117,7 +120,7 @@ def cached_model(path):
 def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     from .image_io import atomic_path, read_image, write_image
     from .inference import InferenceConfig, segment_volume
-    from .model_file import default_model_path
+    from .model_file import choose_shipped_model
     from .segmentation_file import check_mask_output, write_liver_mask
 
     started = time.perf_counter()
@@ -129,14 +132,14 @@ def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     progress = _progress_callback(emit, cancel)
 
     progress(ProgressEvent(Stage.LOADING, 0.0, f"Reading {source.name}"))
-    model_path = job.get("model") or default_model_path()
-    if model_path is None:
-        raise LiverUNetError(
-            "No default model ships with this version of LiverUNet yet. Choose a model file, or "
-            "train one from a few painted scans."
-        )
-    model = cached_model(model_path)
     volume = read_image(source)
+    if job.get("model"):
+        model_path, model_used = job["model"], f"the model {job['model']}"
+    else:  # the shipped model of the image's modality
+        choice = choose_shipped_model(volume)
+        model_path, model_used = choice.path, choice.describe()
+        progress(ProgressEvent(Stage.LOADING, 0.0, f"Using {model_used}"))
+    model = cached_model(model_path)
     cancel.check()
     config = InferenceConfig(
         device=job.get("device") or "auto",
@@ -169,6 +172,7 @@ def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
         "inference_seconds": result.seconds,
         "liver_ml": float(result.mask.array.sum()) * result.mask.voxel_volume_ml,
         "warnings": list(result.warnings),
+        "model": model_used,
     }
 
 
@@ -215,11 +219,16 @@ def run_train(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     for index, spec in enumerate(specs):
         progress(ProgressEvent(Stage.LOADING, index / len(specs), f"Loading case {index + 1}/{len(specs)}"))
         cases.append(_load_case(spec, index))
+    init = job.get("init") or None
+    if init == SHIPPED_START:  # the shipped model of the cases' modality (Fill, and Train's "start from")
+        from .model_file import shipped_start_model
+
+        init = shipped_start_model([case.image for case in cases])
     result = train(
         cases,
         config,
         output,
-        init_model=job.get("init") or None,
+        init_model=init,
         progress=progress,
         cancel=cancel,
         resume=bool(job.get("resume", True)),

@@ -147,15 +147,15 @@ def test_segment_smooths_across_slices_unless_told_not_to(trained, tmp_path, cap
     assert not np.array_equal(maps["smoothed"].array, maps["raw"].array)
 
 
-def test_segment_without_default_model_says_so(tmp_path, capsys, monkeypatch):
-    from LiverUNetLib import model_file
+def test_segment_without_a_shipped_model_of_the_images_modality_says_so(tmp_path, capsys, monkeypatch):
+    from LiverUNetLib import shipped_models
 
-    monkeypatch.setattr(model_file, "default_model_path", lambda: None)
+    monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path / "no models here")
     image, _ = write_phantom(tmp_path, "a")
     code, _, err = run(capsys, "segment", str(image), "--output", str(tmp_path / "o.nii.gz"))
     assert code == 2
     line = error_line(err)
-    assert "No default model" in line and "--model" in line and "liverunet train" in line
+    assert "ships no MRI liver model" in line and "--model" in line and "liverunet train" in line
 
 
 def test_segment_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from engine_helpers import one_thread  # noqa: F401 - autouse fixture
-from LiverUNetLib import model_file
+from LiverUNetLib import model_file, shipped_models
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.model_file import (
     FORMAT_NAME,
@@ -23,6 +24,7 @@ from LiverUNetLib.model_file import (
 )
 from LiverUNetLib.networks import NetworkConfig, Normalization
 from LiverUNetLib.preprocessing import Modality, PreprocessConfig
+from LiverUNetLib.volume import Volume
 
 
 def tiny_model(folds: int = 1, normalization=Normalization.BATCH, context: int = 0, seed: int = 0) -> LiverModel:
@@ -297,19 +299,19 @@ def test_save_creates_missing_folders(tmp_path):
     assert load_model(path).card.name == "tiny"
 
 
-def test_no_default_model_gives_a_clear_message(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_file, "DEFAULT_MODEL_FILE", tmp_path / "missing" / "default.pt")
+def test_no_shipped_model_gives_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path / "missing")
     assert default_model_path() is None
-    with pytest.raises(LiverUNetError, match="No default model ships") as info:
-        resolve_model(None)
+    with pytest.raises(LiverUNetError, match="ships no MRI liver model") as info:
+        resolve_model(None, Volume(np.full((4, 8, 8), 100.0, np.float32), np.eye(4)))
     assert "--model" in str(info.value) and "liverunet train" in str(info.value)
 
 
-def test_default_model_is_used_when_shipped(tmp_path, monkeypatch):
-    path = save_model(tiny_model(), tmp_path / "default.pt")
-    monkeypatch.setattr(model_file, "DEFAULT_MODEL_FILE", path)
+def test_shipped_model_is_used_when_shipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path)
+    path = save_model(tiny_model(), tmp_path / shipped_models.SHIPPED_MODEL_FILES["mri"])
     assert default_model_path() == path
-    assert resolve_model(None).card.name == "tiny"
+    assert resolve_model(None, Volume(np.full((4, 8, 8), 100.0, np.float32), np.eye(4))).card.name == "tiny"
 
 
 def test_resolve_model_accepts_a_model_or_a_path(tmp_path):

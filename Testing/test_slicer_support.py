@@ -19,9 +19,10 @@ def slicerCoreOnly(test):
 
 def test_model_library_lists_imports_and_exports(tmp_path, monkeypatch):
     import LiverUNetSlicerLib.models as models
+    from LiverUNetLib import shipped_models
     from LiverUNetLib.errors import LiverUNetError
 
-    monkeypatch.setattr(models, "shippedModelPath", lambda: None)
+    monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path / "shipped")
     library = models.ModelLibrary(tmp_path / "library")
     assert library.entries() == []
     source = tmp_path / "trained on ward 3.pt"
@@ -38,10 +39,25 @@ def test_model_library_lists_imports_and_exports(tmp_path, monkeypatch):
     assert models.provenancePath(exported).is_file()
     with pytest.raises(LiverUNetError, match="not a LiverUNet model file"):
         library.importModel(tmp_path / "trained on ward 3.provenance.json")
-    with pytest.raises(LiverUNetError, match="no default model"):
-        library.exportModel(models.ModelEntry("default", None), tmp_path / "d.pt")
-    monkeypatch.setattr(models, "shippedModelPath", lambda: source)
-    assert library.entries()[0].isDefault
+    with pytest.raises(LiverUNetError, match="choose the shipped CT or MRI model"):
+        library.exportModel(models.ModelEntry("automatic", None), tmp_path / "d.pt")
+
+
+def test_model_library_lists_the_automatic_choice_then_each_shipped_model(tmp_path, monkeypatch):
+    import LiverUNetSlicerLib.models as models
+    from LiverUNetLib import shipped_models
+
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    monkeypatch.setattr(shipped_models, "MODELS_FOLDER", folder)
+    for name in shipped_models.SHIPPED_MODEL_FILES.values():
+        (folder / name).write_bytes(b"weights")
+    entries = models.ModelLibrary(tmp_path / "library").entries()
+    assert entries[0].isDefault and "CT or MRI" in entries[0].name
+    assert [(e.name, e.path.name) for e in entries[1:]] == [
+        ("Shipped CT liver model", "liver_ct_default.pt"), ("Shipped MRI liver model", "liver_mri_t2_default.pt")]
+    exported = models.ModelLibrary(tmp_path / "library").exportModel(entries[1], tmp_path / "ct_copy.pt")
+    assert exported.read_bytes() == b"weights"
 
 
 def test_device_and_file_names():

@@ -10,7 +10,8 @@ import slicer
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic, TrainingCaseNodes
-from LiverUNetSlicerLib.models import shippedModelPath
+from LiverUNetLib.shipped_models import SHIPPED_START
+from LiverUNetSlicerLib.models import shippedModelPaths
 from LiverUNetSlicerLib.options import StartFrom
 from LiverUNetSlicerLib.painted import paintedSlices
 from LiverUNetSlicerLib.training_curves import TrainingCurves
@@ -116,7 +117,7 @@ class TrainPanel:
                  if c.volume is not None and c.segmentation is not None]
         init = None
         if params.training.startFrom is StartFrom.SELECTED_MODEL:
-            init = params.modelPath if params.modelPath is not None else shippedModelPath()
+            init = params.modelPath if params.modelPath is not None else (SHIPPED_START if shippedModelPaths() else None)
         output = self.logic.modelLibrary.newModelPath(params.training.modelName)
         self.curves = TrainingCurves(slicer.mrmlScene, f"Training {output.stem}")
         try:

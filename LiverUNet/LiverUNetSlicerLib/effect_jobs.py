@@ -17,11 +17,12 @@ import numpy as np
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.fill_recipe import FILL_RECIPE
 from LiverUNetLib.progress import ProgressEvent
+from LiverUNetLib.shipped_models import SHIPPED_START
 
 from .effect_core import EffectAccess, EffectSnapshot, applyMask, fillUnpainted, takeSnapshot
 from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModelPath, writeVolumeFile
 from .logic import JobResult
-from .models import shippedModelPath
+from .models import shippedModelPaths
 from .options import Device, EffectMode, toDevice
 from .warm_worker import WarmJob, WarmWorker, newWorkerJob
 from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
@@ -111,8 +112,9 @@ class EffectJob:
     # --- steps ----------------------------------------------------------------------------------
     def _startTraining(self) -> None:
         assert self._folder is not None
-        # Fine-tune the chosen model; the "default" entry means the shipped model (scratch if none ships).
-        init = self.model if self.model is not None else shippedModelPath()
+        # Fine-tune the chosen model; the automatic entry means the shipped model of the image's modality,
+        # which the worker picks (random weights when this build ships none).
+        init = self.model if self.model is not None else (SHIPPED_START if shippedModelPaths() else None)
         settings = {**fillTrainSettings(init is not None, self.fillSettings), "device": self.device.value}
         job = TrainJob([TrainCaseFiles("painted slices", self._folder / "source.nrrd", self._folder / "painted.nrrd")],
                        self._folder / "fill_model.pt", settings, init)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from LiverUNetLib.errors import LiverUNetError
+from LiverUNetLib.shipped_models import SHIPPED_START
 from LiverUNetLib.volume import Volume
 
 from .options import Device, optionalPath
@@ -25,6 +26,14 @@ def resolveModelPath(model: object) -> Optional[Path]:
     if not path.is_file():
         raise LiverUNetError(f"Model file not found: {path}. Choose another model or train one.")
     return path.resolve()
+
+
+def resolveStartModel(model: object) -> Union[Path, str, None]:
+    """A training start: a model file, ``SHIPPED_START`` (the worker takes the shipped model of the training
+    images' modality, so a CT starts from the CT model) or None/"" (random weights)."""
+    if model == SHIPPED_START:
+        return SHIPPED_START
+    return resolveModelPath(model)
 
 
 def writeVolumeFile(volume: Volume, path: Path) -> None:
@@ -88,7 +97,7 @@ class TrainJob:
     cases: list[TrainCaseFiles]
     output: Path
     settings: dict[str, Any] = field(default_factory=dict)
-    init: Optional[Path] = None
+    init: Union[Path, str, None] = None  # a model file, SHIPPED_START or None (resolveStartModel)
 
     def toDict(self) -> dict[str, Any]:
         return {

@@ -29,7 +29,7 @@ from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 from LiverUNetLib.segmentation_file import NOT_LIVER_NAME
 
-from .jobs import SegmentJob, TrainCaseFiles, TrainJob, fileStem, newWorkDir, resolveModelPath, writeVolumeFile
+from .jobs import SegmentJob, TrainCaseFiles, TrainJob, fileStem, newWorkDir, resolveModelPath, resolveStartModel, writeVolumeFile
 from .liver_segment import SegmentBackup, newSegmentationNode, restoreSegment, writeLiverMask
 from .models import ModelLibrary, writeProvenance
 from .nodes import nodeName, volumeFromNode
@@ -201,7 +201,7 @@ class LiverUNetLogic:
         """Start training. ``settings`` are ``TrainConfig`` fields; the model is written only on success."""
         if not cases:
             raise LiverUNetError("No training case is selected. Add at least one volume with a painted liver segment.")
-        initPath, deviceChoice = resolveModelPath(initModel), toDevice(device)
+        initPath, deviceChoice = resolveStartModel(initModel), toDevice(device)
         workDir = newWorkDir(self.tempRoot)
         try:
             files, described = self._writeCases(cases, workDir)

@@ -25,13 +25,14 @@ def defaultUserModelFolder() -> Path:
     return Path(os.environ.get("LIVERUNET_MODELS", Path.home() / ".LiverUNet" / "models"))
 
 
-def shippedModelPath() -> Optional[Path]:
-    """The default model shipped inside ``LiverUNetLib/models`` (found without importing torch)."""
-    import LiverUNetLib
+def shippedModelPaths() -> dict[str, Path]:
+    """The models shipped inside ``LiverUNetLib/models``, by modality ("ct", "mri"), found without torch."""
+    from LiverUNetLib.shipped_models import shipped_model_paths
 
-    folder = Path(LiverUNetLib.__file__).resolve().parent / "models"
-    found = sorted(folder.glob(f"*default*{MODEL_SUFFIX}")) or sorted(folder.glob(f"*{MODEL_SUFFIX}"))
-    return found[0] if found else None
+    return shipped_model_paths()
+
+
+SHIPPED_NAMES = {"ct": "Shipped CT liver model", "mri": "Shipped MRI liver model"}
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,13 @@ class ModelLibrary:
         self.folder = Path(folder) if folder is not None else defaultUserModelFolder()
 
     def entries(self) -> list[ModelEntry]:
-        """The shipped default (when this build has one) first, then user models, newest first."""
+        """The automatic choice first (the shipped model of the image's modality), each shipped model by
+        name (chosen explicitly, it is checked against the image), then user models, newest first."""
         result = []
-        if shippedModelPath() is not None:
-            result.append(ModelEntry("Default liver model (shipped)", None))
+        shipped = shippedModelPaths()
+        if shipped:
+            result.append(ModelEntry("Shipped model for the image (CT or MRI)", None))
+            result.extend(ModelEntry(SHIPPED_NAMES[m], p) for m, p in sorted(shipped.items()))
         if self.folder.is_dir():
             files = sorted(self.folder.glob(f"*{MODEL_SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
             result.extend(ModelEntry(p.stem, p) for p in files)
@@ -85,9 +89,12 @@ class ModelLibrary:
 
     def exportModel(self, entry: ModelEntry, target: Path) -> Path:
         """Copy a model (and its provenance) to ``target``."""
-        source = entry.path if entry.path is not None else shippedModelPath()
-        if source is None or not source.is_file():
-            raise LiverUNetError("This build ships no default model to export.")
+        if entry.path is None:
+            raise LiverUNetError("The automatic entry picks the CT or the MRI model by the image: choose the shipped "
+                                 "CT or MRI model in the list to export it.")
+        source = entry.path
+        if not source.is_file():
+            raise LiverUNetError(f"Model file not found: {source}.")
         target = Path(target)
         if target.suffix != MODEL_SUFFIX:
             target = target.with_name(target.name + MODEL_SUFFIX)

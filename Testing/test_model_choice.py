@@ -1,0 +1,144 @@
+"""With no model given, every entry point runs the shipped model of the image's modality and says which.
+
+The shipped files are replaced by tiny hand-built models in a temporary folder (``shipped_models.MODELS_FOLDER``),
+so the choice is tested without the real weights; ``test_default_model.py`` runs the real ones on real data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_phantoms import phantom
+from engine_helpers import one_thread, pointwise_model  # noqa: F401 - autouse fixture
+from LiverUNetLib import shipped_models
+from LiverUNetLib.cli import main
+from LiverUNetLib.errors import LiverUNetError
+from LiverUNetLib.image_io import write_image
+from LiverUNetLib.inference import InferenceConfig, segment_volume
+from LiverUNetLib.model_file import choose_shipped_model, load_model, save_model, shipped_start_model
+from LiverUNetLib.preprocessing import Modality, image_modality
+from LiverUNetLib.progress import CancelToken
+from LiverUNetLib.volume import Volume
+
+
+def ct_with_air(seed: int = 0) -> Volume:
+    """CT in Hounsfield units: air around a soft-tissue body."""
+    rng = np.random.default_rng(seed)
+    array = np.full((6, 32, 32), -1000.0, np.float32)
+    array[:, 6:26, 6:26] = rng.normal(50, 20, (6, 20, 20))
+    return Volume(array, np.diag([1.5, 1.5, 3.0, 1.0]))
+
+
+def ct_clipped_to_soft_tissue(seed: int = 0) -> Volume:
+    """CT as BTCV stores it: HU clipped to [-125, 275], so no voxel shows air."""
+    return ct_with_air(seed).with_array(np.clip(ct_with_air(seed).array, -125, 275))
+
+
+def mri(seed: int = 0) -> Volume:
+    """An MRI-like phantom without a DICOM modality, as a NIfTI file gives it."""
+    image = phantom(seed)[0]
+    return Volume(image.array.astype(np.float32), image.ijk_to_ras)
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch) -> dict[str, Path]:
+    """Both shipped models, as tiny models of their modality, in a temporary models folder."""
+    monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path)
+    paths = {}
+    for modality in (Modality.CT, Modality.MRI):
+        model = pointwise_model()
+        model.preprocess = replace(model.preprocess, modality=modality)
+        model.card.name = f"tiny {modality.name}"
+        paths[modality.value] = save_model(model, tmp_path / shipped_models.SHIPPED_MODEL_FILES[modality.value])
+    return paths
+
+
+@pytest.mark.parametrize("volume, modality, because", [
+    (ct_with_air(), Modality.CT, "below -500"),
+    (ct_clipped_to_soft_tissue(), Modality.CT, "below -50"),
+    (mri(), Modality.MRI, "no negative values"),
+    (Volume(np.full((4, 8, 8), 100.0, np.float32), np.eye(4), {"modality": "CT"}), Modality.CT, "DICOM Modality is CT"),
+    (Volume(np.full((4, 8, 8), -300.0, np.float32), np.eye(4), {"modality": "MR"}), Modality.MRI, "DICOM Modality is MR"),
+])
+def test_the_image_modality_comes_from_dicom_first_then_the_intensities(volume, modality, because):
+    found, reason = image_modality(volume)
+    assert found is modality and because in reason
+
+
+def test_an_image_that_is_neither_ct_nor_mri_is_refused_not_guessed():
+    normalised = mri().array
+    normalised = (normalised - normalised.mean()) / normalised.std()
+    with pytest.raises(LiverUNetError, match="Cannot tell whether this image is CT or MRI") as info:
+        image_modality(Volume(normalised, np.eye(4)))
+    assert "--model" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ct_gets_the_ct_model_and_mri_the_mri_model(shipped):
+    assert choose_shipped_model(ct_clipped_to_soft_tissue()).path == shipped["ct"]
+    assert choose_shipped_model(mri()).path == shipped["mri"]
+    choice = choose_shipped_model(ct_with_air())
+    assert choice.modality is Modality.CT and "CT model (liver_ct_default.pt)" in choice.describe()
+    assert choose_shipped_model(mri(), "ct").path == shipped["ct"]  # the user said CT
+
+
+def test_segment_volume_without_a_model_says_which_ran(shipped):
+    config = InferenceConfig(device="cpu")
+    assert "shipped CT model" in segment_volume(ct_with_air(), None, config).model
+    assert "shipped MRI model" in segment_volume(mri(), None, config).model
+    assert "tiny CT" in segment_volume(ct_with_air(), load_model(shipped["ct"]), config).model
+
+
+def test_a_model_chosen_explicitly_is_still_checked_against_the_image(shipped):
+    with pytest.raises(LiverUNetError, match="looks like CT"):
+        segment_volume(ct_clipped_to_soft_tissue(), shipped["mri"], InferenceConfig(device="cpu"))
+
+
+def test_training_starts_from_the_shipped_model_of_the_images_modality(shipped, tmp_path):
+    assert shipped_start_model([ct_with_air()]) == shipped["ct"]
+    assert shipped_start_model([mri()]) == shipped["mri"]
+    shipped["ct"].unlink()  # a build with the MRI model alone: fine-tuning makes it a CT model
+    assert shipped_start_model([ct_with_air()]) == shipped["mri"]
+    shipped["mri"].unlink()
+    assert shipped_start_model([ct_with_air()]) is None
+
+
+def test_the_cli_picks_a_model_per_image_and_says_which(shipped, tmp_path, capsys):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write_image(ct_with_air(), folder / "ct.nii.gz")
+    write_image(mri(), folder / "mri.nii.gz")
+    assert main(["segment", str(folder), "-o", str(tmp_path / "out"), "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "ct.nii.gz: using the shipped CT model" in err
+    assert "mri.nii.gz: using the shipped MRI model" in err
+    assert main(["segment", str(folder / "mri.nii.gz"), "-o", str(tmp_path / "m.nii.gz"), "--modality", "ct",
+                 "--device", "cpu", "--quiet"]) == 2  # the CT model on an MRI: refused with what to do
+    assert "does not look like CT" in capsys.readouterr().err
+
+
+def test_the_worker_segments_and_fills_with_the_shipped_model_of_the_images_modality(shipped, tmp_path):
+    from LiverUNetLib.worker import run_job
+
+    image = tmp_path / "ct.nrrd"
+    volume = ct_with_air()
+    write_image(volume, image)
+    events = []
+    result = run_job({"kind": "segment", "input": str(image), "output": str(tmp_path / "liver.nrrd"),
+                      "device": "cpu"}, events.append, CancelToken())
+    assert "shipped CT model" in result["model"]
+    label = tmp_path / "painted.nrrd"
+    painted = np.zeros(volume.array.shape, np.uint8)
+    painted[2:4, 10:20, 10:20] = 1
+    write_image(volume.with_array(painted), label)
+    settings = {"epochs": 1, "samples_per_epoch": 8, "batch_size": 4, "device": "cpu", "mixed_precision": False,
+                "validation_fraction": 0.0, "crop_size": 16, "in_plane_spacing_mm": None, "context_slices": 0}
+    trained = run_job({"kind": "train", "cases": [{"name": "ct", "image": str(image), "label": str(label)}],
+                       "output": str(tmp_path / "fill.pt"), "settings": settings, "init": "shipped"}, events.append, CancelToken())
+    card = load_model(trained["model"]).card
+    assert card.training["initialised_from"] == str(shipped["ct"])
+    assert json.dumps(card.training)  # the card stays plain data
