@@ -27,7 +27,6 @@ import numpy as np
 import slicer
 from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
-from LiverUNetLib.segmentation_file import NOT_LIVER_NAME
 
 from .jobs import SegmentJob, TrainCaseFiles, TrainJob, fileStem, newWorkDir, resolveModelPath, resolveStartModel, writeVolumeFile
 from .liver_segment import SegmentBackup, newSegmentationNode, restoreSegment, writeLiverMask
@@ -51,6 +50,8 @@ NOT_LIVER_LABEL = 2
 
 def notLiverMask(volumeNode, segmentationNode, liverSegmentId: str) -> Optional[np.ndarray]:
     """The "Not liver" segment beside the liver segment, if painted: its slices teach where the liver ends."""
+    from LiverUNetLib.segmentation_file import NOT_LIVER_NAME  # imports SimpleITK: only when a job starts
+
     notLiverId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(NOT_LIVER_NAME)
     if not notLiverId or notLiverId == liverSegmentId:
         return None
