@@ -149,12 +149,11 @@ class LiverUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.trainPanel.updateFromParameters()
 
     def onReload(self) -> None:
-        """Reload the helper packages too (Slicer's reload re-reads only this file)."""
-        import importlib
+        """Slicer's reload re-executes only this file: forget the helper packages first, so that it imports
+        one fresh, consistent copy of them (LiverUNetSlicerLib/reload.py says why not reload in place)."""
+        from LiverUNetSlicerLib.reload import forgetPackages
 
-        for name in sorted(sys.modules):
-            if name.split(".")[0] in ("LiverUNetLib", "LiverUNetSlicerLib", "LiverUNetGuiLib") and sys.modules[name]:
-                importlib.reload(sys.modules[name])
+        forgetPackages()
         ScriptedLoadableModuleWidget.onReload(self)
 
 
