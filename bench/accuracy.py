@@ -95,6 +95,12 @@ class Recipe:
     # session only from five cases up, and only checkpoints of the annealed phase: training.checkpoint_selectable)
     validation_fraction: float = 0.0
     patience: int = 0
+    # an epoch draws at least every annotated slice (True, every MRI row) or exactly samples_per_epoch (the CT
+    # recipe: training length independent of how many slices are labelled; TrainConfig.every_slice_each_epoch)
+    every_slice_each_epoch: bool = True
+    # the CT intensity window in Hounsfield units (TrainConfig.ct_window); MRI ignores it
+    ct_window_low: float = -200.0
+    ct_window_high: float = 300.0
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """``["epochs=60", "intensity_region=volume"]`` -> a recipe with those fields changed (typed)."""
@@ -183,6 +189,8 @@ def train_config(recipe: Recipe, seed: int, **overrides: Any):
         seed=seed,
         networks_per_fold=recipe.networks_per_fold,
         neighbour_organs=recipe.neighbour_organs,
+        every_slice_each_epoch=recipe.every_slice_each_epoch,
+        ct_window=(recipe.ct_window_low, recipe.ct_window_high),
         save_half_precision=True,
     )
     values.update(overrides)
@@ -436,6 +444,9 @@ def report(results: Path, output: Path) -> None:
              "Measured by `bench/accuracy.py` (see its docstring for the commands) on "
              f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; data: `../shared/data/chaos-mr-t2` "
              "(15 subjects, manual labels, CC BY-NC-SA 4.0).", ""]
+    from bench.accuracy_ct import report_lines as ct_report_lines
+
+    lines += ct_report_lines()  # the CT section, from docs/accuracy_results/ct (bench/accuracy_ct.py)
     gen = _load(results, "generalisation_k*_fold*.json")
     plot_gen: dict[str, dict[int, tuple[float, float]]] = {}  # recipe tag -> k -> (mean, sd)
     if gen:
