@@ -1,28 +1,34 @@
-"""*Fill from painted slices* on CT: the CHAOS CT sample painted every k-th liver slice, filled.
+"""*Fill from painted slices* on CT: a CT painted every k-th liver slice, filled.
 
-The product's CT promise is "paint a few slices, then fill or train"; only MRI had been measured. The
-one CT with a manual liver mask here (CHAOS CT sample: 78 slices of 2 mm, the liver on 66) is painted
-every k-th liver slice (k = 5, 10, 20, 30, 40: 1 to 8 cm apart, 14 down to 2 painted slices) and
-filled by
+The CHAOS CT sample (78 slices of 2 mm, the liver on 66; another hospital than the CT model's BTCV data) is
+painted every k-th liver slice (k = 5, 10, 20, 30, 40: 1 to 8 cm apart, 14 down to 2 painted slices), and
+with ``--btcv`` BTCV subjects likewise, each filled from the CT cross-validation fold model that never saw it
+(``bench/accuracy_ct.py``). Fills:
 
 * ``mci``: ITK's morphological contour interpolation (Slicer's "Fill between slices");
-* ``product``: exactly what the effect runs (``FILL_RECIPE`` fine-tuning the shipped MRI model; the
-  fine-tuned model is a CT model with CT intensity normalisation; a start made for another modality is
-  never averaged in, so here the fine-tuned network alone; the default inference with smoothing across
-  slices);
+* ``ct_model``: exactly what the effect runs on a CT: ``FILL_RECIPE`` fine-tuning the shipped CT model (one of
+  its networks), averaged with the network it started from when that scores Dice >= 0.8 on the painted
+  slices; the default inference with smoothing across slices;
+* ``ct_model_alone``: the shipped CT model, not trained on the paint (painted slices pasted in);
+
+and, starting from the shipped MRI model (the fill a build without a CT model gives):
+
+* ``product``: ``FILL_RECIPE`` fine-tuning the shipped MRI model; the fine-tuned model is a CT model with CT
+  intensity normalisation; a start made for another modality is never averaged in, so here the fine-tuned
+  network alone;
 * ``with_start``: as ``product``, with the start averaged in whenever it scores 0.8 on the painted slices
   through the CT window, as it would be were it a CT model (the start is relabelled CT to get that);
 * ``tuned_only``: as ``product``, but with averaging the start turned off in the settings;
 * ``start``: the shipped MRI model's networks alone with CT normalisation, not trained on the paint;
-* ``mri_normalisation``: the fill as it was before the thirteenth session: the MRI model's own intensity
-  normalisation kept, the start averaged in whenever it scored 0.8 on the painted slices; its model said
-  MRI and refused this CT, so it runs with the modality check off;
+* ``mri_normalisation``: the MRI model's own intensity normalisation kept, the start averaged in whenever it
+  scored 0.8 on the painted slices; its model says MRI and refuses this CT, so it runs with the check off;
 * ``scratch``: ``FILL_RECIPE``'s from-scratch schedule on the painted slices alone.
 
 The painted slices are pasted into every fill. Scored: Dice on the unpainted slices, and Dice, HD95 and
-ASSD of the filled volume. One JSON file per (k, mode) in ``--results``; ``--table`` prints them:
+ASSD of the filled volume. One JSON file per (data, k, mode) in ``--results``; ``--table`` prints them:
 
-    python bench/ct_fill.py --k 5 10 20 30 40 --modes mci product with_start tuned_only start mri_normalisation scratch
+    python bench/ct_fill.py --results docs/accuracy_results/ct_fill --k 5 10 15 20 30 40 --modes mci ct_model ct_model_alone
+    python bench/ct_fill.py --results docs/accuracy_results/ct_fill --btcv 03 11 24 --k 5 10 --modes mci ct_model
     python bench/ct_fill.py --results docs/accuracy_results/ct_fill --table
 """
 
@@ -50,11 +56,14 @@ from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.labels import sparse_label_from_mask  # noqa: E402
 from LiverUNetLib.model_file import default_model_path, load_model  # noqa: E402
 from LiverUNetLib.preprocessing import Modality  # noqa: E402
+from LiverUNetLib.shipped_models import shipped_model_path  # noqa: E402
 from LiverUNetLib.training import TrainConfig, TrainingCase, train  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 CT_SAMPLE = ROOT.parent / "shared" / "data" / "chaos-ct-sample"
-MODES = ("mci", "product", "with_start", "tuned_only", "start", "mri_normalisation", "scratch")
+MODES = ("mci", "ct_model", "ct_model_alone", "product", "with_start", "tuned_only", "start", "mri_normalisation",
+         "scratch")
+CT_MODES = ("ct_model", "ct_model_alone")
 
 
 def load_ct_sample() -> tuple[Volume, Volume]:
@@ -63,10 +72,34 @@ def load_ct_sample() -> tuple[Volume, Volume]:
     return image, reference.with_array((reference.array > 0).astype(np.uint8))
 
 
-def fill(mode: str, image: Volume, painted, liver: Volume, work: Path) -> np.ndarray:
+def ct_start(subject: Optional[str]) -> Path:
+    """The CT model a fill starts from: the shipped one for the CHAOS sample, for a BTCV subject the CT
+    cross-validation's fold model that never saw it (the shipped ensemble trained on every BTCV subject)."""
+    if subject is None:
+        return shipped_model_path("ct")
+    from bench.accuracy_ct import fold_of, model_path
+
+    path = model_path("", fold_of(subject))
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run bench/accuracy_ct.py cv first")
+    return path
+
+
+def fill(mode: str, image: Volume, painted, liver: Volume, work: Path, subject: Optional[str] = None) -> np.ndarray:
     """The liver mask one mode gives, before the painted slices are pasted in."""
     if mode == "mci":
         return contour_interpolation(liver, painted.annotated)
+    if mode == "ct_model_alone":
+        return segment_volume(image, ct_start(subject), InferenceConfig(device="cpu")).mask.array
+    if mode == "ct_model":
+        model_path = work / "ct_fill_ct_model.pt"
+        train([TrainingCase("painted slices", image, painted)],
+              TrainConfig(**FILL_RECIPE.train_settings(fine_tune=True), device="cpu"), model_path,
+              init_model=ct_start(subject), resume=False,
+              progress=lambda event: print("  ", event.message, flush=True) if "starting network" in event.message else None)
+        mask = segment_volume(image, model_path, InferenceConfig(device="cpu")).mask.array
+        model_path.unlink(missing_ok=True)
+        return mask
     shipped = load_model(default_model_path())
     as_ct = replace(shipped, preprocess=replace(shipped.preprocess, modality=Modality.CT))  # the CT window
     if mode == "start":
@@ -88,10 +121,20 @@ def fill(mode: str, image: Volume, painted, liver: Volume, work: Path) -> np.nda
     return mask
 
 
-def run(k_values: list[int], modes: list[str], results: Path, threads: Optional[int]) -> None:
+def load_btcv(subject: str) -> tuple[Volume, Volume]:
+    from bench.accuracy_ct import load_subject
+
+    image, liver, _ = load_subject(subject)
+    return image, liver
+
+
+def run(k_values: list[int], modes: list[str], results: Path, threads: Optional[int],
+        subject: Optional[str] = None) -> None:
+    """Fill the CHAOS CT sample (``subject`` None) or one BTCV subject at every k with every mode."""
     if threads:
         torch.set_num_threads(threads)
-    image, liver = load_ct_sample()
+    image, liver = load_ct_sample() if subject is None else load_btcv(subject)
+    data, prefix = ("CHAOS CT sample", "ct_fill") if subject is None else (f"BTCV subject {subject}", f"ct_fill_btcv{subject}")
     dense = sparse_label_from_mask(image, liver, dense=True)
     axis = image.slice_axis()
     results.mkdir(parents=True, exist_ok=True)
@@ -101,28 +144,34 @@ def run(k_values: list[int], modes: list[str], results: Path, threads: Optional[
         index = [slice(None)] * 3
         index[axis] = painted.annotated
         for mode in modes:
-            out = results / f"ct_fill_k{k}_{mode}.json"
+            out = results / f"{prefix}_k{k}_{mode}.json"
             if out.exists():
                 continue
             started = time.perf_counter()
-            filled = fill(mode, image, painted, liver, results).astype(np.uint8)
+            filled = fill(mode, image, painted, liver, results, subject).astype(np.uint8)
             filled[tuple(index)] = liver.array[tuple(index)]  # painted slices stay as painted
             row = metrics_row(liver, liver.with_array(filled), unpainted)
-            record = {"protocol": "ct_fill", "data": "CHAOS CT sample", "k": k, "mode": mode,
+            record = {"protocol": "ct_fill", "data": data, "k": k, "mode": mode,
                       "painted": painted.annotated.tolist(), "seconds": round(time.perf_counter() - started, 1),
                       "machine": machine_description(), **row}
             out.write_text(json.dumps(record, indent=1))
-            print(f"ct fill k={k} {mode}: dice_unpainted={row['dice_scored_slices']:.4f} dice={row['dice']:.4f} "
-                  f"hd95={row['hd95_mm']:.1f} mm ({record['seconds']} s)", flush=True)
+            print(f"ct fill {data} k={k} {mode}: dice_unpainted={row['dice_scored_slices']:.4f} "
+                  f"dice={row['dice']:.4f} hd95={row['hd95_mm']:.1f} mm ({record['seconds']} s)", flush=True)
 
 
-def table(results: Path) -> str:
-    """The measured fills as a markdown table: Dice on the unpainted slices (HD95 of the filled volume)."""
-    records = [json.loads(path.read_text()) for path in sorted(results.glob("ct_fill_k*_*.json"))]
+def table(results: Path, pattern: str = "ct_fill_k*_*.json") -> str:
+    """The measured fills as a markdown table: Dice on the unpainted slices (HD95 of the filled volume).
+    With several subjects (BTCV) a cell is their mean."""
+    records = [json.loads(path.read_text()) for path in sorted(results.glob(pattern))]
     k_values = sorted({r["k"] for r in records})
-    cells = {(r["mode"], r["k"]): f"{r['dice_scored_slices']:.3f} ({r['hd95_mm']:.1f} mm)" for r in records}
+    grouped: dict[tuple[str, int], list[dict]] = {}
+    for r in records:
+        grouped.setdefault((r["mode"], r["k"]), []).append(r)
+    cells = {key: f"{np.mean([r['dice_scored_slices'] for r in rs]):.3f} ({np.mean([r['hd95_mm'] for r in rs]):.1f} mm)"
+             for key, rs in grouped.items()}
     painted = {r["k"]: len(r["painted"]) for r in records}
-    lines = ["| fill | " + " | ".join(f"k={k} ({painted[k]} painted)" for k in k_values) + " |",
+    many = len({r["data"] for r in records if "data" in r}) > 1
+    lines = ["| fill | " + " | ".join(f"k={k} ({'~' if many else ''}{painted[k]} painted)" for k in k_values) + " |",
              "|---|" + "---|" * len(k_values)]
     for mode in MODES:
         if any((mode, k) in cells for k in k_values):
@@ -136,14 +185,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "ct_fill")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--btcv", nargs="+", metavar="SUBJECT",
+                        help="fill these BTCV subjects (00-29) instead of the CHAOS CT sample, each from its CV fold model")
     parser.add_argument("--table", action="store_true", help="print the measured fills as a markdown table")
     args = parser.parse_args(argv)
     if args.table:
-        print(table(args.results))
+        print("CHAOS CT sample:\n\n" + table(args.results))
+        if list(args.results.glob("ct_fill_btcv*.json")):
+            print("\nBTCV subjects held out of the CT model (mean):\n\n" + table(args.results, "ct_fill_btcv*_k*_*.json"))
         return 0
     if not CT_SAMPLE.is_dir():
         parser.error(f"{CT_SAMPLE} is missing: the CHAOS CT sample is needed (../shared/data)")
-    run(args.k, args.modes, args.results, args.threads)
+    for subject in args.btcv or [None]:
+        run(args.k, args.modes, args.results, args.threads, subject)
     return 0
 
 
