@@ -1,6 +1,7 @@
-"""The shipped default MRI model: it loads, segments a CHAOS subject well, and refuses CT.
+"""The shipped models: each loads with its card, the MRI model segments a CHAOS MRI subject, the CT model the
+CHAOS CT sample (another hospital than its BTCV training data), each chosen by the image when no model is given.
 
-The floors are kept well below the cross-validated figures in docs/accuracy.md so the test is stable.
+The floors are kept well below the measured figures in docs/accuracy.md so the test is stable.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from LiverUNetLib.inference import InferenceConfig, segment_volume
 from LiverUNetLib.metrics import evaluate
 from LiverUNetLib.model_file import default_model_path, load_model
 from LiverUNetLib.preprocessing import Modality
+from LiverUNetLib.shipped_models import shipped_model_path
 
 
 def test_default_model_ships_and_has_a_card():
@@ -51,15 +53,36 @@ def test_default_model_segments_a_chaos_subject(mri_image_path, mri_label_path):
     reference = read_image(mri_label_path("5"))
     liver = reference.with_array((reference.array == 1).astype(np.uint8))
     result = segment_volume(image, None, InferenceConfig(device="cpu"))
-    assert result.mask.same_grid(image)
+    assert result.mask.same_grid(image) and "shipped MRI model" in result.model
     assert evaluate(liver, result.mask).dice > 0.85
 
 
+def test_ct_model_ships_with_its_card_and_both_models_fit_the_package():
+    path = shipped_model_path("ct")
+    assert path is not None, "LiverUNetLib/models/liver_ct_default.pt must ship with the package"
+    assert path.stat().st_size + default_model_path().stat().st_size < 40e6
+    model = load_model(path)
+    assert model.preprocess.modality is Modality.CT and model.preprocess.ct_window == (-125.0, 275.0)
+    card = model.describe()
+    assert "BTCV" in card and "Landman" in card and "bench/accuracy_ct.py" in card
+    assert len(model.networks) == 5 and "cross-validation" in model.card.validation["protocol"]
+    assert (path.parent / "MODEL_CARD_CT.md").is_file()
+
+
 @pytest.mark.data
-def test_default_model_refuses_ct(ct_sample_dir):
+def test_the_ct_model_segments_a_ct_from_another_hospital_with_one_click(ct_sample_dir):
+    ct = read_image(ct_sample_dir / "dicom")
+    reference = read_image(ct_sample_dir / "liver_gt.nii.gz")
+    result = segment_volume(ct, None, InferenceConfig(device="cpu"))
+    assert "shipped CT model" in result.model and "DICOM Modality is CT" in result.model
+    assert evaluate(reference, result.mask).dice > 0.90
+
+
+@pytest.mark.data
+def test_the_mri_model_chosen_explicitly_refuses_ct(ct_sample_dir):
     ct = read_image(ct_sample_dir / "dicom")
     with pytest.raises(LiverUNetError, match="looks like CT"):
-        segment_volume(ct, None, InferenceConfig(device="cpu"))
+        segment_volume(ct, default_model_path(), InferenceConfig(device="cpu"))
 
 
 @pytest.mark.data
@@ -85,15 +108,14 @@ def test_default_model_ignores_air_around_the_patient(mri_image_path, mri_label_
 
 @pytest.mark.data
 @pytest.mark.parametrize("modality", ["mri", "ct"])
-def test_the_fill_from_the_shipped_model_works_on_mri_and_ct(modality, mri_image_path, mri_label_path, ct_sample_dir,
-                                                              tmp_path):
-    """*Fill from painted slices* from the shipped MRI model, with its own settings (one short epoch here).
-    On CHAOS MRI painted every 10th slice the start finds the liver and is averaged in. On the CHAOS CT
-    sample painted every 5th slice the fill's model is a CT model (CT window), so it segments the CT it was
-    tuned on (before the thirteenth session it kept the MRI model's modality and refused that CT), and the
-    MRI start is not averaged in: on that CT it cost the fill 0.005-0.017 Dice (bench/ct_fill.py)."""
+def test_the_fill_starts_from_the_shipped_model_of_the_images_modality(modality, mri_image_path, mri_label_path,
+                                                                      ct_sample_dir, tmp_path):
+    """*Fill from painted slices* with its own settings (one short epoch here) starts from the shipped model of
+    the image's modality: on CHAOS MRI painted every 10th slice the MRI model, on the CHAOS CT sample painted
+    every 5th slice the CT model. Either start finds the liver on the painted slices and is averaged in."""
     from LiverUNetLib.fill_recipe import FILL_RECIPE
     from LiverUNetLib.labels import sparse_label_from_mask
+    from LiverUNetLib.model_file import shipped_start_model
     from LiverUNetLib.training import TrainConfig, TrainingCase, train
 
     if modality == "mri":
@@ -102,20 +124,28 @@ def test_the_fill_from_the_shipped_model_works_on_mri_and_ct(modality, mri_image
     else:
         image, reference, k = read_image(ct_sample_dir / "dicom"), read_image(ct_sample_dir / "liver_gt.nii.gz"), 5
         liver = reference.with_array((reference.array > 0).astype(np.uint8))
+    start = shipped_start_model([image])
+    assert start == shipped_model_path(modality)
     painted = sparse_label_from_mask(image, liver, dense=True).keep_every_k(k)
     settings = {**FILL_RECIPE.train_settings(fine_tune=True), "epochs": 1, "samples_per_epoch": 8, "device": "cpu"}
     events = []
     result = train([TrainingCase("painted", image, painted)], TrainConfig(**settings), tmp_path / "fill.pt",
-                   init_model=default_model_path(), progress=events.append, resume=False)
+                   init_model=start, progress=events.append, resume=False)
     fill = load_model(result.model_path)
     decisions = [e.message for e in events if "starting network" in e.message]
     assert fill.preprocess.modality is Modality(modality)
-    if modality == "mri":
-        assert len(decisions) == 1 and decisions[0].startswith("Keeping the starting network")
-        assert len(fill.networks) == 2
-    else:
-        assert decisions == ["Not keeping the starting network: it was made for MRI, these images are CT; the "
-                             "fine-tuned network alone is used"]
-        assert len(fill.networks) == 1
+    assert fill.preprocess.ct_window == load_model(start).preprocess.ct_window
+    assert len(decisions) == 1 and decisions[0].startswith("Keeping the starting network")
+    assert len(fill.networks) == 2
     filled = segment_volume(image, fill, InferenceConfig(device="cpu")).mask
     assert evaluate(liver, filled).dice > 0.8
+
+
+@pytest.mark.data
+def test_the_cli_segments_a_ct_dicom_series_with_the_ct_model(ct_sample_dir, tmp_path, capsys):
+    from LiverUNetLib.cli import main
+
+    out = tmp_path / "liver.nii.gz"
+    assert main(["segment", str(ct_sample_dir / "dicom"), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert "using the shipped CT model (liver_ct_default.pt), since its DICOM Modality is CT" in capsys.readouterr().err
+    assert evaluate(read_image(ct_sample_dir / "liver_gt.nii.gz"), read_image(out)).dice > 0.90

@@ -283,6 +283,26 @@ def test_effect_fill_on_ct_from_an_mri_model_with_the_real_worker(mrml, tinyMode
     _noTempLeft(tmp_path)
 
 
+def test_segment_liver_on_a_ct_picks_the_shipped_ct_model(mrml, logic, tmp_path):
+    """"Segment liver" with no model chosen on the CHAOS CT sample, through the real worker: the volume node
+    carries no DICOM tag, so its Hounsfield intensities pick the shipped CT model, and the log says so."""
+    from LiverUNetLib.image_io import read_image
+    from LiverUNetSlicerLib import BlockingScheduler
+    from LiverUNetSlicerLib.nodes import addVolumeNode
+
+    image = read_image(require_data("chaos-ct-sample", "dicom"))
+    liver = read_image(require_data("chaos-ct-sample", "liver_gt.nii.gz")).array > 0
+    volume = addVolumeNode(image, "chaos ct")
+    scheduler, results = BlockingScheduler(), []
+    logic.segmentLiverAsync(volume, None, None, "cpu", onFinished=results.append, scheduler=scheduler)
+    scheduler.runUntilIdle(600)
+    assert results and results[0].succeeded, results[0].message if results else "no result"
+    assert "shipped CT model" in results[0].message and "Hounsfield" in results[0].message
+    result = segmentArray(results[0].value, "Liver", volume)
+    assert 2 * (result & liver).sum() / (result.sum() + liver.sum()) > 0.90
+    _noTempLeft(tmp_path)
+
+
 def test_batch_script_segments_files_through_the_scene(mrml, tinyModel, tmp_path, capsys):
     import importlib.util
 

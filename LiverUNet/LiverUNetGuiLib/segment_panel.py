@@ -139,7 +139,7 @@ class SegmentPanel:
             if params is not None:
                 params.outputSegmentation = node
             node.CreateClosedSurfaceRepresentation()
-            self.log(f"Done: the Liver segment is in '{node.GetName()}'.")
+            self.log(f"Done: the Liver segment is in '{node.GetName()}'" + (f"; {result.message}." if result.message else "."))
         elif result.status is JobStatus.CANCELLED:
             self.log("Cancelled; nothing was changed.")
         else:

@@ -172,7 +172,9 @@ class LiverUNetLogic:
                     target.GetScene().RemoveNode(target)
                 raise
             placeBeside(target, volumeNode)
-            return JobResult(JobStatus.SUCCEEDED, "", target, list(outcome.result.get("warnings") or []))
+            used = outcome.result.get("model")  # which model ran and why (the shipped one of the image's modality)
+            return JobResult(JobStatus.SUCCEEDED, f"segmented with {used}" if used else "", target,
+                             list(outcome.result.get("warnings") or []))
 
         return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler, warm=True)
 
