@@ -72,11 +72,14 @@ class LiverUNet(ScriptedLoadableModule):
 
 class LiverUNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        VTKObservationMixin.__init__(self)
+        """Built without a parent (a standalone panel), the base ``__init__`` calls ``setup()`` itself, so the
+        attributes ``setup()`` fills are set before it. Its ``super().__init__()`` already runs
+        ``VTKObservationMixin.__init__`` (next in the MRO); running that again would forget ``setup()``'s
+        observers, and ``cleanup()`` could then not remove them."""
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
