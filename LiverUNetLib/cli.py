@@ -481,15 +481,35 @@ def _settings_argument(text: Optional[str]) -> dict[str, Any]:
     return data
 
 
+def _check_train_output(text: str, pairs: list[tuple[str, Path, Path]], init: Optional[str]) -> Path:
+    """The model path ``-o`` names, refused before any work when it is not a ``.pt`` file name,
+    is one of the training inputs (image, label or ``--init`` model) or cannot be written."""
+    from .image_io import check_output_writable
+
+    output = Path(text).expanduser()
+    if output.is_dir():
+        raise LiverUNetError(f"--output {output} is a folder; give a model file name such as liver.pt.")
+    if output.suffix.lower() != ".pt":
+        raise LiverUNetError(
+            f"--output {output.name} does not end in .pt; a model file name such as liver.pt is needed "
+            "(this also keeps a typo from overwriting an image or label)."
+        )
+    inputs = [(what, Path(p)) for _n, image, label in pairs for what, p in (("image", image), ("label", label))]
+    if init:
+        inputs.append(("--init model", Path(init).expanduser()))
+    for what, p in inputs:
+        if p.exists() and output.exists() and output.samefile(p):
+            raise LiverUNetError(f"--output {output} is the training {what}; choose another model file name.")
+    return check_output_writable(output)
+
+
 def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
     from .training_files import load_training_case
 
     from .training import TrainConfig, train
 
-    output = Path(args.output).expanduser()
-    if output.is_dir():
-        raise LiverUNetError(f"--output {output} is a folder; give a model file name such as liver.pt.")
     pairs = _pair_training_files(args.images, args.labels)
+    output = _check_train_output(args.output, pairs, args.init)
     cases = []
     for number, (name, image_path, label_path) in enumerate(pairs, start=1):
         if bar.enabled:

@@ -350,6 +350,47 @@ def _unwritable_message(p: Path, exc: BaseException) -> str:
     )
 
 
+#: Characters a staged temporary name adds to an output's file name (".<name>.tmp-<pid>-<hex>",
+#: ".<name>.<random>.part", "<name>.resume.part"); the output name must leave room for them.
+TEMPORARY_NAME_EXTRA = 32
+
+
+def check_output_writable(path: PathLike) -> Path:
+    """Refuse, before any long work, an output that cannot be written: a file name too long for
+    its file system, a path through a file, or a folder that is read-only. Returns the path."""
+    p = Path(os.fspath(path)).expanduser()
+    existing = p.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LiverUNetError(f"Cannot write {p}: {existing} is a file, not a folder. Choose another output path.")
+    try:
+        limit = int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        limit = 255
+    if len(p.name.encode()) + TEMPORARY_NAME_EXTRA > limit:
+        raise LiverUNetError(
+            f"The output file name is {len(p.name.encode())} bytes long; this file system takes at most "
+            f"{limit - TEMPORARY_NAME_EXTRA} (with room for the temporary name). Choose a shorter name."
+        )
+    if not _folder_writable(existing):
+        raise LiverUNetError(
+            f"Cannot write {p}: the folder {existing} is read-only (or you lack permission). "
+            "Choose another output folder."
+        )
+    return p
+
+
+def _folder_writable(folder: Path) -> bool:
+    """True when a file can be created in ``folder`` (tried, since root and read-only mounts make
+    permission bits misleading)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".liverunet-probe-"):
+            return True
+    except OSError:
+        return False
+
+
 def _prepare_folder(p: Path) -> None:
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
