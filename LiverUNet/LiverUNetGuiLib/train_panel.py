@@ -9,6 +9,7 @@ import qt
 import slicer
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
+from LiverUNetSlicerLib.case_table import PaintedSlicesCache, caseRows
 from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic, TrainingCaseNodes
 from LiverUNetLib.shipped_models import SHIPPED_START
 from LiverUNetSlicerLib.models import shippedModelPaths
@@ -40,6 +41,7 @@ class TrainPanel:
         self.onModelTrained = onModelTrained
         self.job: Optional[JobHandle] = None
         self.curves: Optional[TrainingCurves] = None
+        self.paintedCache = PaintedSlicesCache()  # the table is refreshed on every parameter change
         ui.casesTable.setHorizontalHeaderLabels(HEADERS)
         ui.casesTable.horizontalHeader().setStretchLastSection(True)
         ui.addCaseButton.clicked.connect(self.onAddCase)
@@ -60,16 +62,9 @@ class TrainPanel:
 
     def _fillTable(self, cases: list) -> None:
         table = self.ui.casesTable
-        table.setRowCount(len(cases))
-        for row, case in enumerate(cases):
-            segment = case.segmentation.GetSegmentation().GetSegment(case.segmentId) if case.segmentation else None
-            try:
-                painted = paintedSlices(case.volume, case.segmentation, case.segmentId).describe()
-            except LiverUNetError as error:
-                painted = f"problem: {error}"
-            texts = [case.volume.GetName() if case.volume else "(removed)",
-                     case.segmentation.GetName() if case.segmentation else "(removed)",
-                     segment.GetName() if segment else "(removed)", painted]
+        rows = caseRows([(c.volume, c.segmentation, c.segmentId) for c in cases], self.paintedCache)
+        table.setRowCount(len(rows))
+        for row, texts in enumerate(rows):
             for column, text in enumerate(texts):
                 item = qt.QTableWidgetItem(text)
                 item.setToolTip(text)
