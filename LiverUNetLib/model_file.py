@@ -9,6 +9,7 @@ averaged at inference. Writes are atomic: a failed or cancelled save leaves any 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -141,9 +142,22 @@ def _to_plain_state(state: dict[str, torch.Tensor], half: bool) -> dict[str, tor
     return out
 
 
+def weights_digest(state_dicts: list[dict[str, torch.Tensor]]) -> str:
+    """SHA-256 of the stored weights (names, types, shapes and bytes, in a fixed order): written with the
+    model and checked on load, so a damaged file is refused instead of giving a plausible wrong mask."""
+    digest = hashlib.sha256()
+    for index, state in enumerate(state_dicts):
+        for key in sorted(state):
+            tensor = state[key].detach().cpu().contiguous()
+            digest.update(f"{index}:{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_model(model: LiverModel, path: Union[str, os.PathLike], half_precision: bool = False) -> Path:
     """Write ``model`` atomically. ``half_precision`` stores float16 weights (half the size)."""
     path = Path(path)
+    state_dicts = [_to_plain_state(net.state_dict(), half_precision) for net in model.networks]
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -152,7 +166,8 @@ def save_model(model: LiverModel, path: Union[str, os.PathLike], half_precision:
         "preprocess": model.preprocess.to_dict(),
         "threshold": float(model.threshold),
         "card": model.card.to_dict(),
-        "state_dicts": [_to_plain_state(net.state_dict(), half_precision) for net in model.networks],
+        "state_dicts": state_dicts,
+        "weights_sha256": weights_digest(state_dicts),
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,17 +209,27 @@ def load_model(path: Union[str, os.PathLike], device: Union[torch.device, str] =
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise LiverUNetError(f"{path} is not a LiverUNet model file (no '{FORMAT_NAME}' header).")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise LiverUNetError(f"{path} has no valid format version ({version!r}); it was not written by LiverUNet "
+                             "or was edited. Re-export or retrain the model.")
+    if version > FORMAT_VERSION:
         raise LiverUNetError(
             f"{path} was written by a newer LiverUNet ({payload.get('library_version', '?')}, file format "
             f"{version}); this is LiverUNet {__version__} (format {FORMAT_VERSION}). Update LiverUNet."
         )
+    _check_weights(path, payload)
     try:
         network_config = NetworkConfig.from_dict(payload["network"])
         preprocess = PreprocessConfig.from_dict(payload["preprocess"])
         networks = []
         for state in payload["state_dicts"]:
             net = UNet(network_config)
+            missing, unexpected = _key_mismatch(net, state)
+            if missing or unexpected:
+                raise LiverUNetError(
+                    f"{path}: its weights do not fit the network its header describes ({missing} missing and "
+                    f"{unexpected} unexpected weight tensors); the file is damaged or was edited. Re-export or "
+                    "retrain the model.")
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
             networks.append(net)
         model = LiverModel(
@@ -222,6 +247,28 @@ def load_model(path: Union[str, os.PathLike], device: Union[torch.device, str] =
             "Retrain it with this version."
         ) from None
     return model.to(torch.device(device)).eval()
+
+
+def _check_weights(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse weights that differ from the checksum written with them (files without one predate it), and
+    weights that are not finite numbers, which would give an empty or arbitrary mask."""
+    states = payload.get("state_dicts")
+    if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
+        return  # malformed: the network build below says so
+    expected = payload.get("weights_sha256")
+    if expected is not None and weights_digest(states) != expected:
+        raise LiverUNetError(f"{path} is damaged: its weights do not match the checksum written with them. "
+                             "Re-export or retrain the model.")
+    for state in states:
+        for tensor in state.values():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise LiverUNetError(f"{path} holds weights that are not numbers (NaN or infinite), as a training "
+                                     "run that diverged leaves them. Retrain the model (a lower learning rate).")
+
+
+def _key_mismatch(net: UNet, state: dict[str, Any]) -> tuple[int, int]:
+    expected = set(net.state_dict())
+    return len(expected - set(state)), len(set(state) - expected)
 
 
 def default_model_path() -> Optional[Path]:

@@ -333,3 +333,61 @@ def test_describe_is_a_readable_card():
 def test_card_round_trip_ignores_unknown_keys():
     card = ModelCard.from_dict({"name": "x", "future_field": 1, "data": {"a": 1}})
     assert card.name == "x" and card.data == {"a": 1}
+
+
+# --- damaged or edited files are refused, not run ------------------------------------------------
+
+
+def _edit_payload(path: Path, change) -> Path:
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path
+
+
+def test_weights_that_differ_from_their_checksum_are_refused(tmp_path):
+    path = save_model(tiny_model(), tmp_path / "m.pt")
+    assert torch.load(path, weights_only=True)["weights_sha256"]
+
+    def flip_one_weight(payload):
+        tensor = next(t for t in payload["state_dicts"][0].values() if t.is_floating_point())
+        tensor.view(-1)[0] += 1.0
+
+    _edit_payload(path, flip_one_weight)
+    with pytest.raises(LiverUNetError, match="damaged: its weights do not match the checksum"):
+        load_model(path)
+
+
+def test_weights_that_are_not_numbers_are_refused_even_without_a_checksum(tmp_path):
+    path = save_model(tiny_model(), tmp_path / "m.pt")
+
+    def poison(payload):
+        del payload["weights_sha256"]  # as a file written before checksums
+        next(t for t in payload["state_dicts"][0].values() if t.is_floating_point()).view(-1)[0] = float("nan")
+
+    _edit_payload(path, poison)
+    with pytest.raises(LiverUNetError, match="not numbers"):
+        load_model(path)
+
+
+def test_a_file_without_a_checksum_still_loads(tmp_path):
+    path = _edit_payload(save_model(tiny_model(), tmp_path / "m.pt"), lambda p: p.pop("weights_sha256"))
+    assert load_model(path).card.name == "tiny"
+
+
+def test_a_format_version_that_is_not_a_number_is_named_as_such(tmp_path):
+    path = _edit_payload(save_model(tiny_model(), tmp_path / "m.pt"), lambda p: p.update(format_version="1"))
+    with pytest.raises(LiverUNetError, match=r"no valid format version \('1'\)"):
+        load_model(path)
+
+
+def test_weights_that_do_not_fit_the_network_are_described_in_one_line(tmp_path):
+    def drop_a_layer(payload):
+        state = payload["state_dicts"][0]
+        del state[sorted(state)[0]]
+        payload.pop("weights_sha256")
+
+    path = _edit_payload(save_model(tiny_model(), tmp_path / "m.pt"), drop_a_layer)
+    with pytest.raises(LiverUNetError, match=r"do not fit the network its header describes \(1 missing") as info:
+        load_model(path)
+    assert "\n" not in str(info.value) and "encoders" not in str(info.value)
