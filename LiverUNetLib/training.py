@@ -13,6 +13,7 @@ earlier model untouched. A resume checkpoint beside the output lets an interrupt
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -455,6 +456,22 @@ def start_networks_worth_keeping(
     return kept
 
 
+def inputs_digest(cases: list[TrainingCase]) -> str:
+    """Fingerprint of the training images, their geometry and labels: a resume checkpoint is used only for
+    the same inputs, so a label fixed after an interruption is not silently trained on the old one."""
+    digest = hashlib.blake2b(digest_size=16)
+    for case in cases:
+        digest.update(case.name.encode())
+        arrays = [case.image.array, case.image.ijk_to_ras, case.label.mask, case.label.annotated]
+        if case.neighbours is not None:
+            arrays.append(case.neighbours)
+        for array in arrays:
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
 def _resume_path(output: Path) -> Path:
     return output.with_name(output.name + ".resume")
 
@@ -553,15 +570,20 @@ def train(
 
     resume_file = _resume_path(output)
     state: dict[str, Any] = {"fold": 0, "epoch": 0, "finished": [], "fold_dice": [], "epochs_run": []}
+    fingerprint = inputs_digest(cases) if resume else ""
     if resume and resume_file.is_file():
         try:
             saved = torch.load(resume_file, map_location="cpu", weights_only=True)
-            if saved.get("settings") == config.to_dict() and saved.get("case_names") == names:
-                state = saved
-                resumed = _run_name(state["fold"], runs[state["fold"]][0], len(splits), config.networks_per_fold)
-                progress(ProgressEvent(Stage.TRAINING, None, f"Resuming {resumed}, epoch {state['epoch']}"))
         except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
-            pass
+            saved = {}
+        if (saved.get("settings") == config.to_dict() and saved.get("case_names") == names
+                and saved.get("inputs") == fingerprint):
+            state = saved
+            resumed = _run_name(state["fold"], runs[state["fold"]][0], len(splits), config.networks_per_fold)
+            progress(ProgressEvent(Stage.TRAINING, None, f"Resuming {resumed}, epoch {state['epoch']}"))
+        else:
+            progress(ProgressEvent(Stage.PREPROCESSING, None, f"Not resuming from {resume_file.name}: it was made with "
+                                   "other settings, images or labels (or is unreadable); training starts afresh"))
 
     finished_states: list[dict[str, torch.Tensor]] = list(state["finished"])
     fold_dice: list[Optional[float]] = list(state["fold_dice"])
@@ -598,7 +620,7 @@ def train(
         )
         validation = [prepared[i] for i in val_idx]
         epoch_samples = sampler.samples(steps_per_epoch * config.batch_size)
-        progress(ProgressEvent(Stage.TRAINING, None, f"{name}: {config.epochs} epochs of {epoch_samples} slices "
+        progress(ProgressEvent(Stage.PREPROCESSING, None, f"{name}: {config.epochs} epochs of {epoch_samples} slices "
                                f"({sampler.steps(steps_per_epoch * config.batch_size)} batches of {config.batch_size})"))
         net.train()
         epoch = start_epoch
@@ -659,6 +681,7 @@ def train(
                     {
                         "settings": config.to_dict(),
                         "case_names": names,
+                        "inputs": fingerprint,
                         "fold": run,
                         "epoch": epoch + 1,
                         "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},

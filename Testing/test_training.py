@@ -489,6 +489,21 @@ def test_checkpoint_of_other_settings_is_not_resumed(cases, tmp_path):
     assert folder_names(tmp_path) == ["m.pt"]
 
 
+def test_checkpoint_of_other_labels_is_not_resumed(cases, tmp_path):
+    """A label fixed after an interruption: the checkpoint trained on the old label must not be continued."""
+    output = tmp_path / "m.pt"
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        train(cases, config(epochs=2), output, progress=cancel_when(token, Stage.TRAINING, 1), cancel=token)
+    fixed = [replace(cases[0], label=replace(cases[0].label, mask=cases[0].label.mask.copy())), *cases[1:]]
+    fixed[0].label.mask[fixed[0].label.mask.nonzero()[0][0]] = 0  # one slice's paint removed
+    events = []
+    train(fixed, config(epochs=2), output, progress=events.append)
+    assert not any("Resuming" in e.message for e in events)
+    assert any("Not resuming" in e.message and "labels" in e.message for e in events)
+    assert [e.epoch for e in events if e.stage is Stage.TRAINING] == [1, 2]
+
+
 def test_damaged_checkpoint_is_ignored(cases, tmp_path):
     output = tmp_path / "m.pt"
     output.with_name("m.pt.resume").write_bytes(b"\x00garbage")
