@@ -97,6 +97,8 @@ def _read_file(p: Path) -> tuple[sitk.Image, dict[str, str]]:
             f"({_first_line(exc)}). Use {_SUPPORTED_TEXT} or a DICOM series folder."
         ) from None
     _check_header(p, reader.GetDimension(), reader.GetSize(), reader.GetNumberOfComponents())
+    if file_ending(p) in (".nii", ".nii.gz"):
+        _check_nifti_voxels(p)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -108,6 +110,17 @@ def _read_file(p: Path) -> tuple[sitk.Image, dict[str, str]]:
     if reader.HasMetaDataKey("0008|0060"):  # a single DICOM file read on its own
         metadata["modality"] = reader.GetMetaData("0008|0060").strip()
     return image, metadata
+
+
+def _check_nifti_voxels(p: Path) -> None:
+    """Refuse a NIfTI file cut short: ITK's reader fills the missing voxels with zeros."""
+    try:
+        check_nifti_complete(p)
+    except OSError as exc:
+        raise LiverUNetError(
+            f"Cannot read the voxels of {p}: {exc.strerror}. The file was cut short (an interrupted "
+            "copy or download, or a full disk); copy or export it again."
+        ) from None
 
 
 def _dicom_series(folder: Path) -> list[tuple[int, Path, str, list[str]]]:
@@ -254,6 +267,14 @@ def _nifti_stream_length(p: Path) -> int:
     return total
 
 
+def _gzip_trailer_size(p: Path) -> int:
+    """The uncompressed length (modulo 2**32) a complete single-member gzip file records in its
+    last four bytes; in a cut file those bytes are arbitrary compressed data."""
+    with open(p, "rb") as raw:
+        raw.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", raw.read(4))[0]
+
+
 def check_nifti_complete(p: Path) -> None:
     """Raise OSError when the NIfTI file ``p`` holds fewer voxel bytes than its header announces.
 
@@ -274,6 +295,8 @@ def check_nifti_complete(p: Path) -> None:
     needed = _nifti_needed_bytes(dims, bitpix, offset)
     if needed is None:
         return
+    if head == b"\x1f\x8b" and _gzip_trailer_size(p) == needed % (1 << 32):
+        return  # the gzip trailer records exactly the announced length: no need to decompress twice
     found = _nifti_stream_length(p)
     if found < needed:
         raise OSError(5, f"the file is truncated: it holds {found} of the {needed} bytes its header announces")
