@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--labels", nargs="+", required=True, metavar="L")
     tr.add_argument("-o", "--output", required=True, metavar="MODEL")
     tr.add_argument("--label-value", type=int, metavar="N",
-                    help="liver value in label images (default: every non-zero voxel)")
+                    help="liver value in label images (default: the non-zero voxels, when they all hold one value; "
+                    "a label with several values is refused without it)")
     tr.add_argument("--segment", metavar="NAME", help="liver segment name in .seg.nrrd labels (default: Liver)")
     tr.add_argument("--empty-label-value", type=int, metavar="N",
                     help="value marking painted slices that hold no liver (those slices teach background)")
@@ -231,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--reference", required=True, metavar="REF")
     ev.add_argument("--prediction", required=True, metavar="PRED")
     ev.add_argument("--label-value", type=int, metavar="N",
-                    help="label to compare in both (default: any non-zero voxel / the Liver segment)")
+                    help="label to compare in both (default: the non-zero voxels when they all hold one value / the "
+                    "Liver segment)")
     ev.add_argument("--prediction-label-value", type=int, metavar="N",
                     help="label in the predictions when it differs from --label-value")
     ev.add_argument("--json", action="store_true", help="print JSON (infinite distances as null)")

@@ -371,17 +371,18 @@ def _pick_segment(segments: list[SegmentInfo], name: Optional[str], source: str)
     liver = [i for i, s in enumerate(segments) if s.name.strip().lower() == "liver"]
     if len(liver) == 1:
         return liver[0]
-    if len(segments) == 1:
-        return 0
+    if len(liver) > 1:
+        raise LiverUNetError(f"Segmentation {source} has several segments named 'Liver': {names}. Rename all but one.")
+    # Never guess: a lone 'Spleen' or 'Segment_1' taken as the liver trains or scores the wrong organ.
     raise LiverUNetError(
-        f"Segmentation {source} has {len(segments)} segments {names} and none is called 'Liver'. "
-        "Name the liver segment 'Liver' or choose one (--segment NAME / --label-value N)."
+        f"Segmentation {source} has no segment named 'Liver'; its segments are {names}. Name the liver "
+        "segment 'Liver' or choose it by name (--segment NAME)."
     )
 
 
 def read_segment_mask(path: PathLike, segment_name: Optional[str] = None) -> Volume:
     """One segment of a ``.seg.nrrd`` as a uint8 0/1 mask on the file's grid (exact even when
-    segments overlap). Default segment: the one named "Liver", else the only one."""
+    segments overlap). Default segment: the one named "Liver" (any case); no other is guessed."""
     raw = _read_raw(path)
     index = _pick_segment(raw.segments, segment_name, raw.source)
     info = raw.segments[index]
@@ -397,10 +398,10 @@ def read_label_volume(
 ) -> Volume:
     """A uint8 0/1 mask from an ordinary label image or a ``.seg.nrrd``.
 
-    * ``.seg.nrrd``: the segment ``segment_name`` (default: "Liver" case-insensitively, else the
-      only segment, else an error listing the names). ``label_value`` picks a segment by its
-      value instead when given.
-    * label image: voxels equal to ``label_value`` (default: every non-zero voxel).
+    * ``.seg.nrrd``: the segment ``segment_name`` (default: "Liver" case-insensitively, else an
+      error listing the names). ``label_value`` picks a segment by its value instead when given.
+    * label image: voxels equal to ``label_value``; without it the non-zero voxels, refused
+      (:func:`liver_voxels`) when they hold several values or fractions.
 
     With ``reference`` the mask is placed onto the reference grid when it is a sub-grid of it
     (Slicer may crop segmentations to their content); otherwise a different grid is an error.
@@ -428,20 +429,52 @@ def read_label_volume(
                 f"{p} is an ordinary label image without segment names; use a label value instead."
             )
         image = read_image(p)
-        values = image.array
-        if values.dtype.kind == "f":
-            if not np.isfinite(values).all():
-                raise LiverUNetError(f"The label {p} holds NaN or infinite voxels.")
-            if not np.array_equal(values, np.round(values)):
-                raise LiverUNetError(
-                    f"The label {p} holds fractional values; a label image holds whole numbers."
-                )
-        mask = values == label_value if label_value is not None else values != 0
+        mask = liver_voxels(image.array, p, label_value)
         volume = image.with_array(mask.astype(np.uint8))
         volume.metadata["label_value"] = "nonzero" if label_value is None else str(label_value)
     if reference is not None:
         volume = place_on_grid(volume, reference)
     return volume
+
+
+def liver_voxels(
+    values: np.ndarray, source: PathLike, label_value: Optional[int] = None, empty_label_value: Optional[int] = None
+) -> np.ndarray:
+    """The liver voxels (bool) of a label image: those equal to ``label_value``, or without it
+    every non-zero voxel other than ``empty_label_value``.
+
+    The liver is never guessed: a label holding fractions (a probability map) is refused, and so
+    is one whose non-zero voxels hold several values (kidneys and spleen beside the liver) when
+    no ``label_value`` says which is the liver; the message lists the values found.
+    """
+    name = Path(os.fspath(source)).name
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise LiverUNetError(f"The label {name} holds NaN or infinite voxels; a label image holds whole numbers.")
+        if not np.array_equal(values, np.round(values)):
+            raise LiverUNetError(
+                f"The label {name} holds fractional values (for example {_sample_values(values)}), like a "
+                "probability map; a label image holds whole numbers. Threshold it first."
+            )
+    if label_value is not None:
+        return values == label_value
+    mask = values != 0
+    if empty_label_value is not None:
+        mask &= values != empty_label_value
+    found = values[mask]
+    if found.size and found.min() != found.max():
+        raise LiverUNetError(
+            f"The label {name} holds several non-zero values {_sample_values(found)}, so which one is the "
+            "liver cannot be told. Give the liver's value with --label-value N."
+        )
+    return mask
+
+
+def _sample_values(values: np.ndarray, most: int = 8) -> str:
+    """Up to ``most`` distinct values of ``values`` as a short list for a message."""
+    distinct = np.unique(values)
+    shown = ", ".join(f"{v:g}" for v in distinct[:most].tolist())
+    return f"[{shown}{', ...' if distinct.size > most else ''}]"
 
 
 def place_on_grid(mask: Volume, reference: Volume, tolerance_mm: float = 1e-2) -> Volume:

@@ -15,6 +15,7 @@ from .labels import sparse_label_from_mask
 from .segmentation_file import (
     NOT_LIVER_NAME,
     is_segmentation_file,
+    liver_voxels,
     place_on_grid,
     read_label_volume,
     read_segment_mask,
@@ -50,13 +51,7 @@ def load_training_case(
     else:
         raw = place_on_grid(read_image(label_path), image)
         values = raw.array
-        if label_value is not None:
-            liver_voxels = values == label_value
-        else:  # every non-zero voxel except the "not liver" marks
-            liver_voxels = values != 0
-            if empty_label_value is not None:
-                liver_voxels &= values != empty_label_value
-        liver = raw.with_array(liver_voxels.astype(np.uint8))
+        liver = raw.with_array(liver_voxels(values, label_path, label_value, empty_label_value).astype(np.uint8))
         if empty_label_value is not None:
             background = values == empty_label_value
     label = sparse_label_from_mask(image, liver, label_value=1, background_mask=background, dense=dense)

@@ -134,7 +134,9 @@ def test_read_label_volume_only_segment_and_ambiguous(tmp_path):
     vol = oblique_labelmap()
     only = vol.with_array((vol.array == 1).astype(np.uint8))
     write_segmentation(only, tmp_path / "one.seg.nrrd", [SegmentInfo("Organ", (1, 0, 0), 1)])
-    assert read_label_volume(tmp_path / "one.seg.nrrd").array.sum() == 27
+    with pytest.raises(LiverUNetError, match=r"no segment named 'Liver'; its segments are \['Organ'\]"):
+        read_label_volume(tmp_path / "one.seg.nrrd")  # a lone segment is not taken as the liver
+    assert read_label_volume(tmp_path / "one.seg.nrrd", segment_name="Organ").array.sum() == 27
     write_segmentation(vol, tmp_path / "two.seg.nrrd", [SegmentInfo("A", (1, 0, 0), 1), SegmentInfo("B", (0, 1, 0), 2)])
     with pytest.raises(LiverUNetError, match=r"\['A', 'B'\]"):
         read_label_volume(tmp_path / "two.seg.nrrd")
@@ -145,7 +147,8 @@ def test_read_label_volume_only_segment_and_ambiguous(tmp_path):
 def test_read_label_volume_from_label_image(tmp_path):
     vol = oblique_labelmap()
     write_image(vol, tmp_path / "labels.nii.gz")
-    assert read_label_volume(tmp_path / "labels.nii.gz").array.sum() == 27 + 2
+    with pytest.raises(LiverUNetError, match=r"several non-zero values \[1, 2\]"):
+        read_label_volume(tmp_path / "labels.nii.gz")  # which value is the liver is never guessed
     liver = read_label_volume(tmp_path / "labels.nii.gz", label_value=1)
     assert liver.array.dtype == np.uint8 and set(np.unique(liver.array)) == {0, 1}
     assert liver.array.sum() == 27
