@@ -11,8 +11,9 @@ import slicer
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 from LiverUNetSlicerLib.liver_segment import findLiverSegmentId
-from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic
+from LiverUNetSlicerLib.logic import JobResult, LiverUNetLogic
 from LiverUNetSlicerLib.models import ModelEntry
+from LiverUNetSlicerLib.run_state import JobRunState
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
 from .parameters import LiverUNetParameterNode
@@ -27,7 +28,7 @@ class SegmentPanel:
         self.ui = ui
         self.logic = logic
         self.parameters = parameters
-        self.job: Optional[JobHandle] = None
+        self.run = JobRunState(self._setRunning)
         self._entries: list[ModelEntry] = []
         ui.segmentButton.clicked.connect(self.onSegmentOrCancel)
         ui.restoreButton.clicked.connect(self.onRestore)
@@ -45,7 +46,7 @@ class SegmentPanel:
     # --- state ----------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self.job is not None and self.job.running
+        return self.run.running
 
     def updateFromParameters(self) -> None:
         params = self.parameters()
@@ -98,7 +99,7 @@ class SegmentPanel:
     def onSegmentOrCancel(self) -> None:
         if self.running:
             self.log("Cancelling...")
-            self.job.cancel()
+            self.run.cancel()
             return
         params = self.parameters()
         if params is None:
@@ -116,15 +117,14 @@ class SegmentPanel:
         if entry is None:
             slicer.util.errorDisplay("There is no model to segment with. Train one from painted segments first.")
             return
-        try:
-            self.job = self.logic.segmentLiverAsync(
-                params.inputVolume, output, entry.path, params.device, params.tta,
-                onProgress=self.onProgress, onLog=self.log, onFinished=self.onFinished)
-        except LiverUNetError as error:
-            slicer.util.errorDisplay(str(error), windowTitle="Cannot segment")
-            return
         self.log(f"Segmenting '{params.inputVolume.GetName()}' with {entry.name} on {params.device.label()}...")
-        self._setRunning(True)
+        try:
+            self.run.start(lambda finished: self.logic.segmentLiverAsync(
+                params.inputVolume, output, entry.path, params.device, params.tta,
+                onProgress=self.onProgress, onLog=self.log, onFinished=finished), self.onFinished)
+        except LiverUNetError as error:
+            self.log(f"Not started: {error}")
+            slicer.util.errorDisplay(str(error), windowTitle="Cannot segment")
 
     def onProgress(self, event: ProgressEvent) -> None:
         if event.fraction is not None:
@@ -132,7 +132,6 @@ class SegmentPanel:
         self.ui.progressBar.format = f"{event.stage.value} %p%"
 
     def onFinished(self, result: JobResult) -> None:
-        self._setRunning(False)
         params = self.parameters()
         if result.status is JobStatus.SUCCEEDED:
             node = result.value
@@ -192,5 +191,4 @@ class SegmentPanel:
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.modelComboBox,
                        self.ui.deviceComboBox, self.ui.ttaCheckBox, self.ui.restoreButton):
             widget.enabled = not running
-        if not running:
-            self.job = None
+        self.updateFromParameters()

@@ -10,11 +10,12 @@ import slicer
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 from LiverUNetSlicerLib.case_table import PaintedSlicesCache, caseRows
-from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic, TrainingCaseNodes
+from LiverUNetSlicerLib.logic import JobResult, LiverUNetLogic, TrainingCaseNodes
 from LiverUNetLib.shipped_models import SHIPPED_START
 from LiverUNetSlicerLib.models import shippedModelPaths
 from LiverUNetSlicerLib.options import StartFrom
 from LiverUNetSlicerLib.painted import paintedSlices
+from LiverUNetSlicerLib.run_state import JobRunState
 from LiverUNetSlicerLib.training_curves import TrainingCurves
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
@@ -39,7 +40,7 @@ class TrainPanel:
         self.logic = logic
         self.parameters = parameters
         self.onModelTrained = onModelTrained
-        self.job: Optional[JobHandle] = None
+        self.run = JobRunState(self._setRunning)
         self.curves: Optional[TrainingCurves] = None
         self.paintedCache = PaintedSlicesCache()  # the table is refreshed on every parameter change
         ui.casesTable.setHorizontalHeaderLabels(HEADERS)
@@ -51,7 +52,7 @@ class TrainPanel:
 
     @property
     def running(self) -> bool:
-        return self.job is not None and self.job.running
+        return self.run.running
 
     def updateFromParameters(self) -> None:
         params = self.parameters()
@@ -103,7 +104,7 @@ class TrainPanel:
     def onTrainOrCancel(self) -> None:
         if self.running:
             self.ui.trainStatusLabel.text = "Cancelling; the previous model stays selected..."
-            self.job.cancel()
+            self.run.cancel()
             return
         params = self.parameters()
         if params is None or not ensureTorch():
@@ -114,16 +115,19 @@ class TrainPanel:
         if params.training.startFrom is StartFrom.SELECTED_MODEL:
             init = params.modelPath if params.modelPath is not None else (SHIPPED_START if shippedModelPaths() else None)
         output = self.logic.modelLibrary.newModelPath(params.training.modelName)
-        self.curves = TrainingCurves(slicer.mrmlScene, f"Training {output.stem}")
+        self.ui.trainStatusLabel.text = f"Training on {len(cases)} case(s)..."
         try:
-            self.job = self.logic.trainAsync(cases, output, params.trainConfig(), init, params.device,
-                                             onProgress=self.onProgress, onFinished=self.onFinished)
+            self.run.start(lambda finished: self.logic.trainAsync(
+                cases, output, params.trainConfig(), init, params.device,
+                onProgress=self.onProgress, onFinished=finished), self.onFinished)
         except LiverUNetError as error:
+            self.ui.trainStatusLabel.text = "Training did not start."
             slicer.util.errorDisplay(str(error), windowTitle="Cannot train")
             return
-        self._setRunning(True)
-        self.ui.trainStatusLabel.text = f"Training on {len(cases)} case(s)..."
-        self.onShowCurves()
+        if self.running:  # progress arrives from the timer, after this: the curves get every epoch
+            self.curves = TrainingCurves(slicer.mrmlScene, f"Training {output.stem}")
+            self.ui.showCurvesButton.enabled = True
+            self.onShowCurves()
 
     def onProgress(self, event: ProgressEvent) -> None:
         if self.curves is not None:
@@ -142,7 +146,10 @@ class TrainPanel:
         self.ui.trainStatusLabel.text = ", ".join(parts)
 
     def onFinished(self, result: JobResult) -> None:
-        self._setRunning(False)
+        if self.curves is not None and self.curves.rowCount() == 0:  # ended before its first epoch
+            self.curves.remove()
+            self.curves = None
+            self.ui.showCurvesButton.enabled = False
         if result.status is JobStatus.SUCCEEDED:
             self.ui.trainStatusLabel.text = f"Saved {result.value.name}; it is now the selected model."
             self.onModelTrained(result.value)
@@ -167,5 +174,3 @@ class TrainPanel:
                        self.ui.liverFreeBeyondPaintingCheckBox, self.ui.modalityComboBox, self.ui.startFromComboBox,
                        self.ui.modelNameLineEdit):
             widget.enabled = not running
-        if not running:
-            self.job = None

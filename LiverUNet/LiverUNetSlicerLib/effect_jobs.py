@@ -65,8 +65,10 @@ class EffectJob:
         self.mode = mode
         self.scheduler = scheduler
         self.modeSet = modeSet
-        self.model = resolveModelPath(model)
-        self.device = toDevice(device)
+        self.modelArgument = model  # checked by start(), where every input problem is reported
+        self.deviceArgument = device
+        self.model: Optional[Path] = None
+        self.device = Device.AUTO
         self.fillSettings = dict(fillSettings or {})  # overrides of the fine-tuning settings
         self.onProgress = onProgress
         self.onLog = onLog
@@ -86,7 +88,11 @@ class EffectJob:
         return self._folder is not None and not self._done
 
     def start(self) -> None:
-        """Check the editor and start; input problems raise :class:`LiverUNetError` here."""
+        """Check the model, the device and the editor, and start. Input problems raise :class:`LiverUNetError`
+        here; any failure while starting (writing the images: ``OSError``) is raised too and leaves the job
+        ended (``running`` False) with its folder removed. A worker that cannot start reports FAILED."""
+        self.model = resolveModelPath(self.modelArgument)
+        self.device = toDevice(self.deviceArgument)
         fill = self.mode is EffectMode.FILL_FROM_PAINTED
         self.snapshot = takeSnapshot(self.effect, needPainted=fill)
         self._folder = newWorkDir(self.tempRoot)
@@ -96,13 +102,14 @@ class EffectJob:
                 assert self.snapshot.painted is not None
                 label = self.snapshot.volume.with_array(self.snapshot.painted.mask.astype(np.uint8))
                 writeVolumeFile(label, self._folder / "painted.nrrd")
-        except Exception:
+            if fill:
+                self._startTraining()
+            else:
+                self._startSegmenting(self.model, 0.0)
+        except BaseException:
+            self._done = True
             self._cleanup()
             raise
-        if fill:
-            self._startTraining()
-        else:
-            self._startSegmenting(self.model, 0.0)
 
     def cancel(self) -> None:
         self._cancelled = True

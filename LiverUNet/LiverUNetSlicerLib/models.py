@@ -104,6 +104,21 @@ class ModelLibrary:
         return target
 
 
+def modelChoices(entries: list[ModelEntry], stored: str) -> tuple[list[tuple[str, str]], int]:
+    """The (label, data) items of a model combo box and the index to select for the ``stored`` path text.
+
+    A stored path that is not in the list (the file was moved or deleted) gets its own "missing" item and
+    is selected, so the combo box never claims another model than the one a job would be asked to use."""
+    items = [(entry.name, str(entry.path) if entry.path is not None else "") for entry in entries]
+    for index, (_, data) in enumerate(items):
+        if data == stored:
+            return items, index
+    if stored:
+        items.append((f"Missing: {Path(stored).name}", stored))
+        return items, len(items) - 1
+    return items, 0
+
+
 def provenancePath(modelPath: Path) -> Path:
     return Path(modelPath).with_suffix(".provenance.json")
 

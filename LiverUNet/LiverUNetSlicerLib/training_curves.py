@@ -37,8 +37,16 @@ class TrainingCurves:
             series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
             series.SetColor(*color)
             self.chartNode.AddAndObservePlotSeriesNodeID(series.GetID())
+        self.seriesNodes = [self.chartNode.GetNthPlotSeriesNode(i) for i in range(self.chartNode.GetNumberOfPlotSeriesNodes())]
         self._epochOffset = 0
         self._lastKey: Optional[tuple[int, int]] = None
+
+    def remove(self) -> None:
+        """Take the table, the chart and its series out of the scene (a job that ended before any epoch)."""
+        for node in (self.chartNode, *self.seriesNodes, self.tableNode):
+            scene = node.GetScene()
+            if scene is not None:
+                scene.RemoveNode(node)
 
     def add(self, event: ProgressEvent) -> bool:
         """Add one row per (fold, epoch) that reports a loss; folds are laid one after another."""

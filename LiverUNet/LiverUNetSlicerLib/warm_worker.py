@@ -197,7 +197,12 @@ class WarmJob:
 
     def start(self) -> None:
         self._started = True
-        writeJobFile(self.jobPath, self.job)
+        try:
+            writeJobFile(self.jobPath, self.job)
+        except OSError as error:
+            self._finish(WorkerOutcome(JobStatus.FAILED, f"Could not write the worker's job file: {error}."),
+                         serverBroken=False)
+            return
         for attempt in range(2):  # a server that died while idle is replaced once
             try:
                 self._server = self._owner._claim(self)

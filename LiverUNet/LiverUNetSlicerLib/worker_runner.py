@@ -222,8 +222,12 @@ class WorkerProcess:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        """Write the job file and start the process; errors starting it finish the job as FAILED."""
-        writeJobFile(self.jobPath, self.job)
+        """Write the job file and start the process; errors doing either finish the job as FAILED."""
+        try:
+            writeJobFile(self.jobPath, self.job)
+        except OSError as error:
+            self._finish(WorkerOutcome(JobStatus.FAILED, f"Could not write the worker's job file: {error}."))
+            return
         try:
             self._process = subprocess.Popen(
                 [*self._command, str(self.jobPath)],

@@ -21,8 +21,9 @@ from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 from LiverUNetSlicerLib.effect_jobs import FILL_SETTINGS, EffectJob
 from LiverUNetSlicerLib.logic import JobResult
-from LiverUNetSlicerLib.models import ModelLibrary
+from LiverUNetSlicerLib.models import ModelLibrary, modelChoices
 from LiverUNetSlicerLib.options import Device, EffectMode
+from LiverUNetSlicerLib.run_state import JobRunState
 from LiverUNetSlicerLib.warm_worker import WarmWorker
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
@@ -46,8 +47,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.job: Optional[EffectJob] = None
+        self.run = JobRunState(self._setRunning)
         self.library = ModelLibrary()
         self.warmWorker: Optional[WarmWorker] = None  # started on the first Apply, kept for the next ones
+        self.workerCommand: Optional[list[str]] = None  # None: PythonSlicer -m LiverUNetLib.worker
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -106,9 +109,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         widgets = (self.modeComboBox, self.modelComboBox, self.deviceComboBox, self.epochsSpinBox)
         blocked = [w.blockSignals(True) for w in widgets]
         self.modelComboBox.clear()
-        for entry in self.library.entries():
-            self.modelComboBox.addItem(entry.name, str(entry.path) if entry.path else "")
-        for combo, name in ((self.modeComboBox, MODE), (self.modelComboBox, MODEL), (self.deviceComboBox, DEVICE)):
+        items, modelIndex = modelChoices(self.library.entries(), self.scriptedEffect.parameter(MODEL))
+        for label, data in items:
+            self.modelComboBox.addItem(label, data)
+        self.modelComboBox.currentIndex = modelIndex
+        for combo, name in ((self.modeComboBox, MODE), (self.deviceComboBox, DEVICE)):
             index = combo.findData(self.scriptedEffect.parameter(name))
             combo.currentIndex = max(index, 0)
         self.epochsSpinBox.value = self.scriptedEffect.integerParameter(EPOCHS)
@@ -128,34 +133,41 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # --- running ---------------------------------------------------------------------------------
     def onApply(self) -> None:
-        if self.job is not None and self.job.running:
+        if self.run.running:
             self.statusLabel.text = "Cancelling..."
-            self.job.cancel()
+            self.run.cancel()
             return
-        from LiverUNetGuiLib.qt_scheduler import QtTimerScheduler
         from LiverUNetGuiLib.torch_setup import ensureTorch
 
         if not self.scriptedEffect.confirmCurrentSegmentVisible() or not ensureTorch():
             return
+        self.statusLabel.text = "Fine-tuning on the painted slices..." if self.mode() is EffectMode.FILL_FROM_PAINTED else "Segmenting..."
+        try:
+            self.run.start(self._startJob, self.onFinished)
+        except LiverUNetError as error:
+            self.statusLabel.text = "Not started; the segment is unchanged."
+            slicer.util.errorDisplay(str(error), windowTitle="Liver U-Net")
+        except Exception as error:  # writing the job's images (disk full...): say so, the segment is unchanged
+            self.statusLabel.text = "Not started; the segment is unchanged."
+            slicer.util.errorDisplay(f"The job could not start: {type(error).__name__}: {error}", windowTitle="Liver U-Net")
+
+    def _startJob(self, onFinished) -> EffectJob:
+        """Build and start the job; every input problem (a stale model path included) raises here."""
+        from LiverUNetGuiLib.qt_scheduler import QtTimerScheduler
+
         modelText = self.scriptedEffect.parameter(MODEL)
         environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
         if self.warmWorker is None:
-            self.warmWorker = WarmWorker(env=environment)
+            self.warmWorker = WarmWorker(self.workerCommand, env=environment)
         self.job = EffectJob(
             self.scriptedEffect, self.mode(), QtTimerScheduler(), slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet,
             model=Path(modelText) if modelText else None,
             device=enumParameter(Device, self.scriptedEffect.parameter(DEVICE), Device.AUTO),
             fillSettings={"epochs": self.scriptedEffect.integerParameter(EPOCHS)},
-            onProgress=self.onProgress, onFinished=self.onFinished,
+            onProgress=self.onProgress, onFinished=onFinished, workerCommand=self.workerCommand,
             workerEnvironment=environment, warmWorker=self.warmWorker)
-        try:
-            self.job.start()
-        except LiverUNetError as error:
-            self.job = None
-            slicer.util.errorDisplay(str(error), windowTitle="Liver U-Net")
-            return
-        self._setRunning(True)
-        self.statusLabel.text = "Fine-tuning on the painted slices..." if self.mode() is EffectMode.FILL_FROM_PAINTED else "Segmenting..."
+        self.job.start()
+        return self.job
 
     def onProgress(self, event: ProgressEvent) -> None:
         if event.fraction is not None:
@@ -163,7 +175,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.statusLabel.text = event.message or event.stage.value
 
     def onFinished(self, result: JobResult) -> None:
-        self._setRunning(False)
         if result.status is JobStatus.SUCCEEDED:
             self.statusLabel.text = "Done. Undo (Ctrl+Z) restores the segment as it was."
         elif result.status is JobStatus.CANCELLED:
@@ -180,7 +191,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             widget.enabled = not running
 
     def cleanup(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
+        self.run.cancel()
         if self.warmWorker is not None:
             self.warmWorker.shutdown()
