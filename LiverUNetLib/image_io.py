@@ -113,8 +113,18 @@ def _read_file(p: Path) -> tuple[sitk.Image, dict[str, str]]:
 
 
 def _check_nifti_voxels(p: Path) -> None:
-    """Refuse a NIfTI file cut short: ITK's reader fills the missing voxels with zeros."""
+    """Refuse a NIfTI file cut short (ITK's reader fills the missing voxels with zeros) or whose
+    header gives a voxel size of zero or less (ITK silently takes 1 mm, or mirrors the image)."""
     try:
+        fields = read_nifti_header(p)
+        if fields is not None:
+            dims, _bitpix, pixdim, _offset = fields
+            sizes = [float(v) for v in pixdim[1 : 1 + min(max(int(dims[0]), 0), 3)]]
+            if any(not v > 0 for v in sizes):  # also NaN
+                raise LiverUNetError(
+                    f"{p} has a voxel size of zero or less in its NIfTI header (pixdim {sizes}), so its "
+                    "geometry is broken. Export the scan again from the scanner or a DICOM converter."
+                )
         check_nifti_complete(p)
     except OSError as exc:
         raise LiverUNetError(
@@ -214,11 +224,13 @@ def _volume_from_sitk(image: sitk.Image, p: Path, metadata: dict[str, str]) -> V
     metadata = dict(metadata)
     metadata["source"] = str(p)
     try:
-        return Volume.from_lps(
+        volume = Volume.from_lps(
             array, image.GetSpacing(), image.GetOrigin(), image.GetDirection(), metadata
         )
+        volume.check_plausible_geometry()
     except LiverUNetError as exc:
         raise LiverUNetError(f"{p}: {exc}") from None
+    return volume
 
 
 def _nifti_header_fields(head: bytes) -> Optional[tuple[tuple[int, ...], int, tuple[float, ...], int]]:
@@ -275,27 +287,36 @@ def _gzip_trailer_size(p: Path) -> int:
         return struct.unpack("<I", raw.read(4))[0]
 
 
+def _is_gzip(p: Path) -> bool:
+    with open(p, "rb") as raw:
+        return raw.read(2) == b"\x1f\x8b"
+
+
+def read_nifti_header(p: Path) -> Optional[tuple[tuple[int, ...], int, tuple[float, ...], int]]:
+    """(dim, bitpix, pixdim, vox_offset) of the NIfTI file ``p`` (plain or gzipped); None when it
+    is not NIfTI. A gzip stream cut inside the header raises OSError."""
+    opener = gzip.open if _is_gzip(p) else open
+    try:
+        with opener(p, "rb") as stream:
+            return _nifti_header_fields(stream.read(540))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise OSError(5, f"the compressed data is cut or corrupt ({exc})") from None
+
+
 def check_nifti_complete(p: Path) -> None:
     """Raise OSError when the NIfTI file ``p`` holds fewer voxel bytes than its header announces.
 
     Files that are not NIfTI, or whose header is too odd to compute a size from, pass: the image
     reader judges those.
     """
-    with open(p, "rb") as raw:
-        head = raw.read(2)
-    opener = gzip.open if head == b"\x1f\x8b" else open
-    try:
-        with opener(p, "rb") as stream:
-            fields = _nifti_header_fields(stream.read(540))
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise OSError(5, f"the compressed data is cut or corrupt ({exc})") from None
+    fields = read_nifti_header(p)
     if fields is None:
         return
     dims, bitpix, _pixdim, offset = fields
     needed = _nifti_needed_bytes(dims, bitpix, offset)
     if needed is None:
         return
-    if head == b"\x1f\x8b" and _gzip_trailer_size(p) == needed % (1 << 32):
+    if _is_gzip(p) and _gzip_trailer_size(p) == needed % (1 << 32):
         return  # the gzip trailer records exactly the announced length: no need to decompress twice
     found = _nifti_stream_length(p)
     if found < needed:

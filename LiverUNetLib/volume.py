@@ -15,6 +15,13 @@ from .errors import LiverUNetError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+#: Voxel sizes outside this range (mm) are no CT or MRI of a body: a broken header, or metres or
+#: micrometres written as millimetres. Resampling such a grid to the model's spacing would
+#: allocate terabytes or squeeze the scan into a few pixels.
+PLAUSIBLE_SPACING_MM = (0.05, 50.0)
+#: No scan of a person is longer than this along any axis (mm).
+PLAUSIBLE_EXTENT_MM = 3000.0
+
 
 @dataclass
 class Volume:
@@ -88,8 +95,28 @@ class Volume:
             )
         return Volume(array, self.ijk_to_ras.copy(), dict(self.metadata))
 
+    def check_plausible_geometry(self, what: str = "image") -> None:
+        """Refuse a voxel size or extent no scan of a person has (:data:`PLAUSIBLE_SPACING_MM`,
+        :data:`PLAUSIBLE_EXTENT_MM`), naming the values, instead of working on a wrong grid."""
+        spacing = self.spacing_ijk
+        low, high = PLAUSIBLE_SPACING_MM
+        if not np.all(np.isfinite(spacing)) or spacing.min() < low or spacing.max() > high:
+            raise LiverUNetError(
+                f"The {what} has voxel size {np.round(spacing, 6).tolist()} mm; CT and MRI voxels measure "
+                f"{low:g} to {high:g} mm. The file's geometry (spacing) is wrong: fix it in its header or "
+                "export the scan again."
+            )
+        extent = spacing * np.asarray(self.array.shape[::-1][: spacing.size], dtype=np.float64)
+        if extent.max() > PLAUSIBLE_EXTENT_MM:
+            raise LiverUNetError(
+                f"The {what} spans {np.round(extent).tolist()} mm, more than any scan of a person "
+                f"({PLAUSIBLE_EXTENT_MM:g} mm). The file's geometry (spacing) is wrong: fix it or export "
+                "the scan again."
+            )
+
     def validate_scalar_3d(self, what: str = "image") -> None:
-        """Refuse what a liver model cannot use: 2D, 4D, vector/RGB, or NaN/Inf voxels."""
+        """Refuse what a liver model cannot use: 2D, 4D, vector/RGB, NaN/Inf voxels, or a voxel
+        size or extent no scan of a person has."""
         a = self.array
         if a.ndim == 2:
             raise LiverUNetError(f"The {what} is 2D; a 3D volume (several slices) is needed.")
@@ -104,6 +131,7 @@ class Volume:
             raise LiverUNetError(
                 f"The {what} has shape {a.shape}: a single slice is a 2D image; a 3D volume is needed."
             )
+        self.check_plausible_geometry(what)
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             bad = int(np.size(a) - np.isfinite(a).sum())
             raise LiverUNetError(

@@ -6,6 +6,7 @@ never read with the missing voxels as zeros.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,40 @@ def test_nifti_with_extra_trailing_bytes_still_reads(tmp_path):
     path = write_image(_scan(), tmp_path / "scan.nii")
     path.write_bytes(path.read_bytes() + b"\0" * 16)
     np.testing.assert_array_equal(read_image(path).array, _scan().array)
+
+
+def _nifti_with_pixdim(tmp_path: Path, pixdim: tuple[float, float, float]) -> Path:
+    """A .nii whose header gives these voxel sizes (pixdim[1..3]), as a broken converter writes."""
+    path = write_image(_scan((5, 6, 7)), tmp_path / "scan.nii")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<3f", data, 80, *pixdim)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("pixdim", [(0.0, 0.8, 3.0), (-0.8, 0.8, 3.0), (0.8, 0.8, 0.0)])
+def test_nifti_with_voxel_size_zero_or_negative_is_refused(tmp_path, pixdim):
+    with pytest.raises(LiverUNetError, match=r"voxel size of zero or less .*pixdim"):
+        read_image(_nifti_with_pixdim(tmp_path, pixdim))
+
+
+@pytest.mark.parametrize("spacing", [0.001, 1000.0])
+def test_absurd_spacing_in_a_file_is_refused(tmp_path, spacing):
+    volume = Volume(np.ones((5, 6, 7), np.int16), np.diag([spacing, spacing, 3.0, 1.0]))
+    path = write_image(volume, tmp_path / "scan.nrrd")
+    with pytest.raises(LiverUNetError, match=r"scan\.nrrd: .*voxel size .*geometry"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("spacing", [0.001, 1000.0])
+def test_absurd_spacing_is_refused_for_segmenting_and_training(spacing):
+    """Volumes that come from Slicer nodes or code, not files, are checked where they are used."""
+    volume = Volume(np.ones((5, 6, 7), np.int16), np.diag([spacing, spacing, 3.0, 1.0]))
+    with pytest.raises(LiverUNetError, match="voxel size"):
+        volume.validate_scalar_3d()
+
+
+def test_extent_larger_than_a_person_is_refused():
+    volume = Volume(np.ones((5, 2000, 7), np.int16), np.diag([1.0, 40.0, 3.0, 1.0]))
+    with pytest.raises(LiverUNetError, match="spans .* more than any scan"):
+        volume.validate_scalar_3d()
