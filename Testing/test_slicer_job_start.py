@@ -4,6 +4,7 @@
   panels and the effect use) still ends up "not running", in either order.
 * The effect reports a stale model path from ``start()`` (inside the Apply handler's ``try``), and any
   failure while starting leaves the job ended with its folder removed.
+* Closing the scene cancels the effect's job instead of letting it fail against removed nodes.
 """
 
 from __future__ import annotations
@@ -166,6 +167,22 @@ def test_a_worker_that_cannot_start_fails_the_effect_job(mrml, tmp_path):
                                     results.append)
     assert shown == [True, False] and not job.running
     assert results[0].status is JobStatus.FAILED
+    _noTempLeft(tmp_path / "tmp")
+
+
+@pytest.mark.parametrize("fill", [False, True], ids=["segment", "fill"])
+def test_closing_the_scene_cancels_the_effect_job(mrml, tmp_path, fill):
+    from LiverUNetSlicerLib import EffectMode, JobStatus
+
+    mode = EffectMode.FILL_FROM_PAINTED if fill else EffectMode.SEGMENT
+    effect = _effect(mrml, paint=fill)
+    job, scheduler, results = _effectJob(effect, tmp_path, mode, workerCommand=SLEEPER)
+    job.start()
+    assert job.running
+    mrml.scene.Clear(0)
+    scheduler.runUntilIdle(20)
+    assert results[0].status is JobStatus.CANCELLED, results[0].message
+    assert effect.calls == [] and not job.running
     _noTempLeft(tmp_path / "tmp")
 
 

@@ -3,7 +3,8 @@
 "Fill from painted slices" trains (or fine-tunes the chosen model) on this volume's painted slices
 only, segments the volume with that throw-away model, and keeps the painted slices exactly as
 painted: a learned "Fill between slices". Everything runs through the scheduler; the segment is
-changed only at the very end, through :func:`~.effect_core.applyMask`.
+changed only at the very end, through :func:`~.effect_core.applyMask`. Closing the scene cancels the
+job: the segment it was started on is gone, so there is nothing left to write into.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class EffectJob:
         self._process: Optional[Union[WorkerProcess, WarmJob]] = None
         self._cancelled = False
         self._done = False
+        self._scene = None
+        self._sceneObserver: Optional[int] = None
 
     @property
     def running(self) -> bool:
@@ -102,12 +105,14 @@ class EffectJob:
                 assert self.snapshot.painted is not None
                 label = self.snapshot.volume.with_array(self.snapshot.painted.mask.astype(np.uint8))
                 writeVolumeFile(label, self._folder / "painted.nrrd")
+            self._observeSceneClose()
             if fill:
                 self._startTraining()
             else:
                 self._startSegmenting(self.model, 0.0)
         except BaseException:
             self._done = True
+            self._stopObserving()
             self._cleanup()
             raise
 
@@ -115,6 +120,18 @@ class EffectJob:
         self._cancelled = True
         if self._process is not None:
             self._process.cancel()
+
+    def _observeSceneClose(self) -> None:
+        assert self.snapshot is not None
+        scene = self.snapshot.segmentationNode.GetScene()
+        if scene is not None:
+            self._scene = scene
+            self._sceneObserver = scene.AddObserver(scene.StartCloseEvent, lambda caller, event: self.cancel())
+
+    def _stopObserving(self) -> None:
+        if self._scene is not None and self._sceneObserver is not None:
+            self._scene.RemoveObserver(self._sceneObserver)
+        self._scene, self._sceneObserver = None, None
 
     # --- steps ----------------------------------------------------------------------------------
     def _startTraining(self) -> None:
@@ -181,6 +198,7 @@ class EffectJob:
         if self._done:
             return
         self._done = True
+        self._stopObserving()
         self._cleanup()
         if self.onFinished is not None:
             self.onFinished(result)
