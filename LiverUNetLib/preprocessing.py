@@ -241,7 +241,10 @@ def intensity_modality(array: np.ndarray) -> tuple[Optional[Modality], str]:
     BTCV's [-125, 275], a large share of fat and clipped air below -50. MRI magnitudes are non-negative.
     An image with many negative values but no Hounsfield range (a normalised or derived map) is neither.
     """
-    sample = array.ravel()[:: max(1, array.size // 500_000)].astype(np.float32)
+    sample = _intensity_sample(array)
+    unusable = _unusable_reason(sample)
+    if unusable is not None:
+        return None, unusable
     air = float(np.mean(sample < -500))
     below_fat = float(np.mean(sample < -50))
     negative = float(np.mean(sample < 0))
@@ -254,6 +257,44 @@ def intensity_modality(array: np.ndarray) -> tuple[Optional[Modality], str]:
         return Modality.MRI, "it has no negative values (MRI magnitudes)"
     return None, (f"{negative:.0%} of its voxels are negative, between {low:.4g} and {high:.4g}: neither CT in "
                   "Hounsfield units nor MRI magnitudes")
+
+
+def _intensity_sample(array: np.ndarray) -> np.ndarray:
+    return array.ravel()[:: max(1, array.size // 500_000)].astype(np.float32)
+
+
+def _unusable_reason(sample: np.ndarray) -> Optional[str]:
+    """Why no model should segment this image as it is (a label map, or CT without its rescale), else None."""
+    values = _label_map_values(sample)
+    if values is not None:
+        return (f"it holds only {len(values)} distinct whole-number values ({_value_list(values)}), like a label "
+                "map or mask, not a scan: give the image itself")
+    body = sample[sample > 200]
+    unscaled_ct = float(np.mean((body >= 850) & (body <= 1200))) if body.size else 0.0
+    if float(np.mean(sample < 0)) < 0.01 and unscaled_ct >= 0.5 and float(sample.max()) >= 1150:
+        return (f"{unscaled_ct:.0%} of its tissue lies between 850 and 1200, as CT does when stored without its "
+                "rescale intercept (soft tissue near 1024 instead of 0 HU; CHAOS MRI put at most 14 % there): export "
+                "it with the rescale applied (Hounsfield units)")
+    return None
+
+
+def _label_map_values(sample: np.ndarray, most: int = 16) -> Optional[np.ndarray]:
+    """The values of ``sample`` when it has at most ``most`` distinct whole numbers in [0, 255] (a mask or
+    label map: 0/1, organ numbers, 0/255), else None. Scans have hundreds of grey values, even BTCV's 8-bit
+    copies (256)."""
+    def label_like(values: np.ndarray) -> bool:
+        return (values.size <= most and bool(np.all(values == np.round(values)))
+                and float(values.min()) >= 0 and float(values.max()) <= 255)
+
+    if not label_like(np.unique(sample[:200_000])):
+        return None
+    values = np.unique(sample)
+    return values if label_like(values) else None
+
+
+def _value_list(values: np.ndarray) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:6])
+    return shown + (", ..." if values.size > 6 else "")
 
 
 def image_modality(volume: Volume) -> tuple[Modality, str]:
@@ -272,6 +313,9 @@ def image_modality(volume: Volume) -> tuple[Modality, str]:
 
 def check_modality(array: np.ndarray, modality: Modality) -> Optional[str]:
     """A plain warning when intensities do not look like the model's modality, else None."""
+    unusable = _unusable_reason(_intensity_sample(array))
+    if unusable is not None:
+        return f"This image cannot be segmented as it is: {unusable}."
     found, reason = intensity_modality(array)
     if modality is Modality.MRI and found is Modality.CT:
         return (

@@ -142,3 +142,22 @@ def test_the_worker_segments_and_fills_with_the_shipped_model_of_the_images_moda
     card = load_model(trained["model"]).card
     assert card.training["initialised_from"] == str(shipped["ct"])
     assert json.dumps(card.training)  # the card stays plain data
+
+
+@pytest.mark.parametrize("values", [(0, 1), (0, 255), tuple(range(14))])
+def test_a_mask_or_label_map_given_as_the_scan_is_refused(values, shipped):
+    labels = np.resize(np.asarray(values, np.uint8), (6, 32, 32))
+    volume = Volume(labels, np.diag([1.5, 1.5, 3.0, 1.0]))
+    with pytest.raises(LiverUNetError, match="like a label map or mask, not a scan"):
+        segment_volume(volume, None, InferenceConfig(device="cpu"))
+    with pytest.raises(LiverUNetError, match="cannot be segmented as it is"):
+        segment_volume(volume, shipped["mri"], InferenceConfig(device="cpu"))
+
+
+def test_ct_stored_without_its_rescale_intercept_is_refused_not_taken_for_mri(shipped):
+    unscaled = ct_with_air().with_array(np.clip(ct_with_air().array + 1024, 0, None))
+    unscaled.array[0, 0, :4] = 1400  # a little bone
+    with pytest.raises(LiverUNetError, match="without its rescale intercept"):
+        choose_shipped_model(unscaled)
+    with pytest.raises(LiverUNetError, match="without its rescale intercept"):
+        segment_volume(unscaled, shipped["mri"], InferenceConfig(device="cpu"))
