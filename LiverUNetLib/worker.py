@@ -3,7 +3,7 @@
 Slicer must stay responsive while a model trains or segments, and must be able to stop the job,
 so the job runs in its own process. The protocol (docs/architecture.md):
 
-* The job file is JSON, ``{"kind": "segment" | "train", ...}``:
+* The job file is JSON, ``{"kind": "segment" | "train" | "devices", ...}``:
 
   - segment: ``{"kind": "segment", "input": PATH, "output": PATH, "model": PATH | null,
     "device": "auto", "tta": false, "probability_output": PATH | null}``; a null model is the shipped
@@ -14,6 +14,8 @@ so the job runs in its own process. The protocol (docs/architecture.md):
     model of the cases' modality). Labels are label volumes on the
     image grid (or ``.seg.nrrd``); voxels equal to ``empty_label_value`` mark painted slices
     that hold no liver.
+  - devices: ``{"kind": "devices"}``; the result says what torch here can use: ``torch_version``,
+    ``cuda_build`` (null for a CPU-only build), ``cuda_available``, ``cuda_device``, ``mps_available``
 
 * stdout carries only JSON lines: ``{"event": "progress", ...ProgressEvent fields}`` while
   working, then exactly one of ``{"event": "result", "kind": ..., ...}`` (exit code 0),
@@ -247,7 +249,25 @@ def run_train(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     }
 
 
-JOBS = {"segment": run_segment, "train": run_train}
+def run_devices(job: dict, emit: Emit, cancel: CancelToken) -> dict:
+    """What torch in this process can use, so the Slicer panel never imports torch itself (importing it
+    there would block the GUI for seconds, initialise CUDA in Slicer and, on Windows, lock torch's files)."""
+    import torch
+
+    cuda = bool(torch.cuda.is_available())
+    mps = getattr(torch.backends, "mps", None)
+    return {
+        "event": "result",
+        "kind": "devices",
+        "torch_version": str(torch.__version__),
+        "cuda_build": torch.version.cuda,  # None for a CPU-only build
+        "cuda_available": cuda,
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "mps_available": bool(mps is not None and mps.is_available()),
+    }
+
+
+JOBS = {"segment": run_segment, "train": run_train, "devices": run_devices}
 
 
 def run_job(job: dict, emit: Emit, cancel: CancelToken) -> dict:

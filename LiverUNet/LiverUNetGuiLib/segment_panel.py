@@ -10,14 +10,15 @@ import qt
 import slicer
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
+from LiverUNetSlicerLib.device_facts import DeviceFacts, deviceWarning
 from LiverUNetSlicerLib.liver_segment import findLiverSegmentId
-from LiverUNetSlicerLib.logic import JobResult, LiverUNetLogic
+from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic
 from LiverUNetSlicerLib.models import ModelEntry
 from LiverUNetSlicerLib.run_state import JobRunState
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
 from .parameters import LiverUNetParameterNode
-from .torch_setup import ensureTorch, gpuWarning
+from .torch_setup import ensureTorch, torchInstalled
 
 SEGMENT_TEXT = "Segment liver"
 CANCEL_TEXT = "Cancel"
@@ -30,6 +31,8 @@ class SegmentPanel:
         self.parameters = parameters
         self.run = JobRunState(self._setRunning)
         self._entries: list[ModelEntry] = []
+        self.deviceFacts: Optional[DeviceFacts] = None
+        self._deviceQuery: Optional[JobHandle] = None
         ui.segmentButton.clicked.connect(self.onSegmentOrCancel)
         ui.restoreButton.clicked.connect(self.onRestore)
         ui.importModelButton.clicked.connect(self.onImportModel)
@@ -37,11 +40,32 @@ class SegmentPanel:
         ui.modelComboBox.currentIndexChanged.connect(self.onModelChosen)
         ui.outputSegmentationSelector.currentNodeChanged.connect(self.onOutputChanged)
         self.refreshModels()
-        # Checking for a GPU imports torch (seconds): do it after the panel is shown.
-        qt.QTimer.singleShot(500, self.updateDeviceWarning)
+        qt.QTimer.singleShot(500, self.updateDeviceWarning)  # after the panel is shown
 
     def updateDeviceWarning(self) -> None:
-        self.ui.deviceWarningLabel.text = gpuWarning()
+        """Ask a worker once whether its torch has a GPU (torch is never imported in Slicer's process)."""
+        if self.deviceFacts is not None or (self._deviceQuery is not None and self._deviceQuery.running):
+            return
+        if not torchInstalled():
+            self.ui.deviceWarningLabel.text = ("PyTorch is not installed yet; it will be installed when you first "
+                                               "segment or train.")
+            return
+        self.ui.deviceWarningLabel.text = "Checking for a GPU..."
+        try:
+            self._deviceQuery = self.logic.deviceFactsAsync(self._onDeviceFacts)
+        except Exception as error:  # the worker's folder could not be made: only the note is missing
+            self.ui.deviceWarningLabel.text = f"Could not check for a GPU ({error})."
+
+    def _onDeviceFacts(self, result: JobResult) -> None:
+        self._deviceQuery = None
+        if result.succeeded:
+            self.deviceFacts = result.value
+            self.ui.deviceWarningLabel.text = deviceWarning(result.value)
+        elif result.status is JobStatus.CANCELLED:  # scene closed: asked again at the next Segment
+            self.ui.deviceWarningLabel.text = ""
+        else:
+            self.ui.deviceWarningLabel.text = (f"PyTorch could not be loaded ({result.message}); reinstall it in "
+                                               "the PyTorch Utils module.")
 
     # --- state ----------------------------------------------------------------------------------
     @property

@@ -44,22 +44,3 @@ def ensureTorch() -> bool:
         return False
     return True
 
-
-def gpuWarning() -> str:
-    """A warning to show when no GPU is usable (checked without importing torch at module load)."""
-    if not torchInstalled():
-        return "PyTorch is not installed yet; it will be installed when you first segment or train."
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return ""
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return ""
-        if torch.version.cuda is None:
-            return ("No GPU: this PyTorch build is CPU-only. Segmenting takes minutes and training is slow; "
-                    "reinstall PyTorch for your GPU in the PyTorch Utils module if you have one.")
-        return "No GPU found: the CPU will be used (segmenting takes minutes, training is slow)."
-    except Exception as error:
-        return f"PyTorch could not be loaded ({error}); reinstall it in the PyTorch Utils module."

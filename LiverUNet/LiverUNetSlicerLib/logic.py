@@ -28,6 +28,7 @@ import slicer
 from LiverUNetLib.errors import CancelledError, LiverUNetError
 from LiverUNetLib.progress import ProgressEvent
 
+from .device_facts import DeviceFacts
 from .jobs import SegmentJob, TrainCaseFiles, TrainJob, fileStem, newWorkDir, resolveModelPath, resolveStartModel, writeVolumeFile
 from .liver_segment import SegmentBackup, newSegmentationNode, restoreSegment, writeLiverMask
 from .models import ModelLibrary, writeProvenance
@@ -292,6 +293,19 @@ class LiverUNetLogic:
         if errors:
             raise LiverUNetError(f"{len(errors)} of {len(inputPaths)} files failed:\n" + "\n".join(errors))
         return written
+
+    # --- devices --------------------------------------------------------------------------------
+    def deviceFactsAsync(self, onFinished: FinishedCallback, scheduler: Optional[Scheduler] = None) -> JobHandle:
+        """Ask a worker what its torch can use; ``onFinished`` gets a :class:`JobResult` whose value is a
+        :class:`~.device_facts.DeviceFacts`. Slicer's own process never imports torch."""
+        def finish(outcome: WorkerOutcome) -> JobResult:
+            return JobResult(JobStatus.SUCCEEDED, "", DeviceFacts.fromResult(outcome.result))
+
+        return self._start({"kind": "devices"}, newWorkDir(self.tempRoot), finish, None, None, onFinished, scheduler)
+
+    def deviceFacts(self, timeoutSeconds: Optional[float] = 120) -> DeviceFacts:
+        """The blocking form of :meth:`deviceFactsAsync` (console, scripts)."""
+        return self._wait(lambda scheduler, done: self.deviceFactsAsync(done, scheduler), timeoutSeconds)
 
     # --- jobs -----------------------------------------------------------------------------------
     def cancelAll(self) -> None:
