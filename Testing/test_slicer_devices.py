@@ -1,13 +1,15 @@
-"""Device facts come from the worker: Slicer never imports torch.
+"""Device facts come from the worker, and the torch version from package metadata: Slicer never imports torch.
 
 * the worker's ``devices`` job reports what its torch can use (in-process and through the real worker
   process, via ``LiverUNetLogic.deviceFacts``), and the panel's note is made from that answer;
+* an installed torch older than 2.1 (left by another extension) is recognised without importing it;
 * no file of the Slicer module (GUI included) imports torch.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,16 @@ def test_the_device_note_is_made_from_the_facts():
     assert deviceWarning(noGpu).startswith("No GPU found")
     assert deviceWarning(DeviceFacts("2.13.0+cu121", "12.1", True, "H100", False)) == ""
     assert deviceWarning(DeviceFacts("2.13.0", None, False, None, True)) == ""
+
+
+def test_an_old_torch_is_recognised_without_importing_it():
+    from LiverUNetSlicerLib.torch_version import installedTorchVersion, torchVersionProblem, versionTuple
+
+    assert versionTuple("2.13.0+cu121") == (2, 13, 0) and versionTuple("2.1.0a0") == (2, 1, 0)
+    assert "needs PyTorch 2.1 or newer, but PyTorch 1.13.1 is installed" in torchVersionProblem("1.13.1")
+    assert "not installed" in torchVersionProblem(None)
+    assert torchVersionProblem("2.1.0") == "" and torchVersionProblem("2.13.0+cpu") == ""
+    assert installedTorchVersion() == importlib.metadata.version("torch")
 
 
 def _importsTorch(path: Path) -> bool:

@@ -15,10 +15,11 @@ from LiverUNetSlicerLib.liver_segment import findLiverSegmentId
 from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic
 from LiverUNetSlicerLib.models import ModelEntry
 from LiverUNetSlicerLib.run_state import JobRunState
+from LiverUNetSlicerLib.torch_version import installedTorchVersion
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
 from .parameters import LiverUNetParameterNode
-from .torch_setup import ensureTorch, torchInstalled
+from .torch_setup import ensureTorch
 
 SEGMENT_TEXT = "Segment liver"
 CANCEL_TEXT = "Cancel"
@@ -46,7 +47,7 @@ class SegmentPanel:
         """Ask a worker once whether its torch has a GPU (torch is never imported in Slicer's process)."""
         if self.deviceFacts is not None or (self._deviceQuery is not None and self._deviceQuery.running):
             return
-        if not torchInstalled():
+        if installedTorchVersion() is None:
             self.ui.deviceWarningLabel.text = ("PyTorch is not installed yet; it will be installed when you first "
                                                "segment or train.")
             return

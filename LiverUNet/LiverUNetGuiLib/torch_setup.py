@@ -1,36 +1,37 @@
-"""Make sure PyTorch is installed in Slicer's Python, through the PyTorch extension (PyTorchUtils).
+"""Make sure a suitable PyTorch is installed in Slicer's Python, through the PyTorch extension (PyTorchUtils).
 
-Called when a job is about to start, never at module load: the panel works without torch.
-The worker (PythonSlicer) uses the same site-packages, so installing here is enough.
+Called when a job is about to start, never at module load: the panel works without torch. The version is
+read from the package metadata (LiverUNetSlicerLib/torch_version.py); torch itself is imported only by
+the worker process (PythonSlicer), which uses the same site-packages, so installing here is enough.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 import slicer
-
-TORCH_REQUIREMENT = ">=2.1"
-
-
-def torchInstalled() -> bool:
-    return importlib.util.find_spec("torch") is not None
+from LiverUNetSlicerLib.torch_version import TORCH_REQUIREMENT, installedTorchVersion, torchVersionProblem
 
 
 def ensureTorch() -> bool:
-    """True when torch is available (installing it after asking); shows why when it is not."""
-    if torchInstalled():
+    """True when a suitable torch is installed (installing or upgrading it after asking); shows why when not."""
+    installed = installedTorchVersion()
+    problem = torchVersionProblem(installed)
+    if not problem:
         return True
     try:
         import PyTorchUtils
     except ImportError:
         slicer.util.errorDisplay(
-            "LiverUNet needs PyTorch, which comes with the 'PyTorch' extension. Install that extension "
-            "from the Extensions Manager, restart Slicer, and try again.", windowTitle="PyTorch missing")
+            f"{problem} PyTorch comes with the 'PyTorch' extension: install that extension from the Extensions "
+            "Manager, restart Slicer, and try again.", windowTitle="PyTorch missing")
+        return False
+    if installed is not None and not slicer.util.confirmOkCancelDisplay(
+            f"{problem}\n\nInstall a newer PyTorch through the PyTorch extension now? Other extensions that use "
+            "PyTorch get the new version too.", windowTitle="PyTorch too old"):
         return False
     try:
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=installed is None,
                                                               torchVersionRequirement=TORCH_REQUIREMENT)
     except Exception as error:  # pip or network failures: say so plainly
         logging.exception("PyTorch installation failed")
@@ -42,5 +43,9 @@ def ensureTorch() -> bool:
     if torch is None:
         slicer.util.infoDisplay("PyTorch was not installed, so LiverUNet cannot run yet.", windowTitle="PyTorch")
         return False
+    problem = torchVersionProblem(installedTorchVersion())
+    if problem:
+        slicer.util.errorDisplay(f"{problem} Install PyTorch {TORCH_REQUIREMENT} in the PyTorch Utils module.",
+                                 windowTitle="PyTorch too old")
+        return False
     return True
-
