@@ -56,7 +56,7 @@ _CORE: Optional[SlicerCore] = None
 
 
 def slicerCore() -> SlicerCore:
-    """Create the scene and logics once per test session and install them as ``slicer.mrmlScene``."""
+    """Create the scene and logics once per pytest run and install them as ``slicer.mrmlScene``."""
     global _CORE
     if _CORE is not None:
         return _CORE

@@ -78,7 +78,7 @@ def test_recipe_network_and_loss_variants_reach_the_training_settings():
     config = accuracy.train_config(recipe, seed=0)
     assert config.depth == 5 and config.boundary_weight == 5.0 and config.bias_field_augmentation is True
     assert config.liver_free_beyond_painting is True and accuracy.densify_config(recipe, True).liver_free_beyond_painting
-    # every row before the eighth session trained on the painted slices only
+    # the benchmark's default recipe trains on the painted slices only, as the rows without the rule did
     assert accuracy.train_config(accuracy.Recipe(), seed=0).liver_free_beyond_painting is False
     # densifying learns one scan's own shading as well as its contrast: the field stays off there
     assert accuracy.densify_config(recipe, fine_tune=True).bias_field_augmentation is False
@@ -135,7 +135,7 @@ def test_the_product_s_validation_hold_out_is_a_recipe_choice_off_by_default():
 
 
 def test_the_benchmark_scores_without_slice_smoothing_unless_the_recipe_asks():
-    """Every row before the seventh session was scored without it; the product smooths by default."""
+    """The benchmark's rows are scored without it, so they stay comparable; the product smooths by default."""
     assert accuracy.inference_config(accuracy.Recipe()).slice_smoothing is False
     assert accuracy.inference_config(accuracy.Recipe().with_overrides(["slice_smoothing=true"])).slice_smoothing is True
     assert accuracy.inference_config(accuracy.Recipe()).device == "cpu"
@@ -253,7 +253,7 @@ def test_ship_all_subjects_trains_one_network_and_cards_the_cross_validation(tmp
 
 def test_the_fill_keeps_its_start_network_unless_the_recipe_says_otherwise():
     """``densify``'s fine-tuning averages the tuned network with the CV network it began from, as the fill does;
-    ``--set densify_keep_start_network=false`` repeats the fills measured before the tenth session."""
+    ``--set densify_keep_start_network=false`` repeats the fills measured without that guard."""
     assert accuracy.densify_config(accuracy.Recipe(), fine_tune=True).keep_start_networks is True
     assert accuracy.densify_config(accuracy.Recipe(), fine_tune=False).keep_start_networks is False
     earlier = accuracy.Recipe().with_overrides(["densify_keep_start_network=false"])

@@ -89,8 +89,8 @@ def test_the_mri_model_chosen_explicitly_refuses_ct(ct_sample_dir):
 def test_default_model_ignores_air_around_the_patient(mri_image_path, mri_label_path):
     """A scan with a much larger field of view (zero-filled to 448x448) must segment as well as the original.
 
-    The first shipped model took its MRI statistics over the whole volume and fell from Dice 0.92 to 0.62
-    on such a scan; statistics from the body box (``intensity_region="body"``) make it insensitive.
+    A model that takes its MRI statistics over the whole volume fell from Dice 0.92 to 0.62 on such a scan
+    (docs/benchmarks.md); statistics from the body box (``intensity_region="body"``) make it insensitive.
     """
     image = read_image(mri_image_path("5"))
     reference = read_image(mri_label_path("5"))

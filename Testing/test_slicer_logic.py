@@ -259,8 +259,8 @@ def test_effect_fill_from_painted_slices_with_the_real_worker(mrml, tinyModel, t
 
 
 def test_effect_fill_on_ct_from_an_mri_model_with_the_real_worker(mrml, tinyModel, tmp_path):
-    """The bug the thirteenth session found: the fill tuned the MRI model on CT, and its model, still saying
-    MRI, refused that CT at the segment step. Now the tuned model is a CT model and the fill completes."""
+    """Filling a CT from an MRI model tunes a CT model: a tuned model that still said MRI would refuse that
+    CT at the segment step (the bug the CHAOS CT fill found). The tuned model is a CT model and the fill completes."""
     import slicer
     from LiverUNetLib.image_io import read_image
     from LiverUNetSlicerLib import BlockingScheduler, EffectMode, JobStatus

@@ -79,20 +79,21 @@ class Recipe:
     mixed_precision: bool = True  # bfloat16 autocast on GPUs and on CPUs with AMX / AVX-512-BF16
     # densifying learns one scan's own appearance: appearance transforms only slow the fit there
     densify_appearance_augmentation: bool = FILL_RECIPE.appearance_augmentation
-    # the fill's fine-tuned network averaged with the CV network it started from (tenth session)
+    # the fill's fine-tuned network averaged with the CV network it started from, as the product's fill does;
+    # false repeats the fills without that guard (densify_liver_free/)
     densify_keep_start_network: bool = FILL_RECIPE.keep_start_network
     seed: int = 0  # another value repeats a run with other random draws (run-to-run spread)
     networks_per_fold: int = 1  # networks from different random starts, averaged (TrainConfig.networks_per_fold)
     # 3: both kidneys and the spleen (the CHAOS labels 2-4) as extra outputs learnt beside the liver
     # (TrainConfig.neighbour_organs); their labels are read on the painted slices only, like the liver's
     neighbour_organs: int = 0
-    # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig) since
-    # the seventh session; off here so every earlier row stays comparable (its gain: bench/slice_smoothing.py)
+    # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig); off
+    # here so every row stays comparable with the rows scored without it (its gain: bench/slice_smoothing.py)
     slice_smoothing: bool = False
-    # 0: each fold trains on all its subjects and keeps the last epoch (every run so far). Above 0: that share
+    # 0: each fold trains on all its subjects and keeps the last epoch (every CV row). Above 0: that share
     # of them is held out for a validation Dice, the best checkpoint is kept and training stops after
-    # ``patience`` epochs without gain, as the product's *Train* does (TrainConfig: 0.2 and 15; since the twelfth
-    # session only from five cases up, and only checkpoints of the annealed phase: training.checkpoint_selectable)
+    # ``patience`` epochs without gain, as the product's *Train* does (TrainConfig: 0.2 and 15, only from five
+    # cases up, and only checkpoints of the annealed phase: training.checkpoint_selectable)
     validation_fraction: float = 0.0
     patience: int = 0
     # an epoch draws at least every annotated slice (True, every MRI row) or exactly samples_per_epoch (the CT

@@ -6,9 +6,9 @@ one thread by default. Prints one line per run and what the library chose for th
 
     python bench/bf16_training.py --repeats 2 --json docs/bf16_training.json
 
-The thirteenth session's first figures (docs/benchmarks.md: Zen 4, 4.13 / 5.30 s per epoch of 64 slices
-in float32 against 2.53 / 2.70 s in bf16) came from these same calls, run before this file existed; the
-command above then wrote docs/bf16_training.json (1.6x). Nothing else ran either time.
+The Zen 4 figures in docs/benchmarks.md (4.13 / 5.30 s per epoch of 64 slices in float32 against 2.53 /
+2.70 s in bf16) came from these same calls, made by hand; the command above wrote docs/bf16_training.json
+(1.6x). Nothing else ran either time.
 """
 
 from __future__ import annotations

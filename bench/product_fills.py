@@ -1,6 +1,6 @@
 """The fills as Slicer's *Fill from painted slices* makes them, assembled from measured records.
 
-Since the tenth session the fill keeps the network it started from only when that network scores Dice >=
+The fill keeps the network it started from only when that network scores Dice >=
 ``floor`` on the painted slices (``TrainConfig.keep_start_networks``). Fine-tuning is deterministic on the
 CPU, so every such fill equals one measured either way: ``densify_keep_start/`` (start always kept) or
 ``densify_liver_free/`` (never kept), chosen by ``start_network_check.json``. ``densify_guard/`` holds the

@@ -1,4 +1,4 @@
-"""Does averaging each slice's probability with its neighbours' help? (the product's default since session 7)
+"""Does averaging each slice's probability with its neighbours' help? (the product's default)
 
 A 2D network decides every slice on its own. ``postprocessing.smooth_across_slices`` averages each slice's
 liver probability with its two neighbours' (1/4, 1/2, 1/4) before the threshold. For every held-out
