@@ -65,8 +65,10 @@ class LiverUNet(ScriptedLoadableModule):
             "painted in the Segment Editor. Also adds the 'Liver U-Net' Segment Editor effect. "
             "See docs/slicer.md in the LiverUNet repository.")
         self.parent.acknowledgementText = (
-            "Uses PyTorch (through the PyTorch extension), SimpleITK and the CHAOS challenge data for the "
-            "default model; see the model card for its licence.")
+            "The code is Apache-2.0. The shipped model weights carry their training data's licence: the MRI "
+            "model (CHAOS challenge data) is CC BY-NC-SA 4.0, for non-commercial use only; the CT model (BTCV "
+            "data) is CC BY 4.0. A model fine-tuned from a shipped model carries that model's licence. "
+            "Uses PyTorch (through the PyTorch extension) and SimpleITK.")
         slicer.app.connect("startupCompleted()", registerEditorEffect)
 
 

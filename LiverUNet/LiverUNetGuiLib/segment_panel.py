@@ -13,7 +13,7 @@ from LiverUNetLib.progress import ProgressEvent
 from LiverUNetSlicerLib.device_facts import DeviceFacts, deviceWarning
 from LiverUNetSlicerLib.liver_segment import findLiverSegmentId
 from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic
-from LiverUNetSlicerLib.models import ModelEntry
+from LiverUNetSlicerLib.models import ModelEntry, licenceNote, shippedModelPaths
 from LiverUNetSlicerLib.run_state import JobRunState
 from LiverUNetSlicerLib.torch_version import installedTorchVersion
 from LiverUNetSlicerLib.worker_runner import JobStatus
@@ -102,13 +102,18 @@ class SegmentPanel:
         index = self.ui.modelComboBox.currentIndex
         return self._entries[index] if 0 <= index < len(self._entries) else None
 
+    def updateLicenceNote(self) -> None:
+        """Name the licence of the weights that would run (the shipped MRI weights are non-commercial)."""
+        self.ui.modelLicenceLabel.text = licenceNote(self.selectedModel(), shippedModelPaths())
+
     def _selectModel(self, path: Optional[Path]) -> None:
         for index, entry in enumerate(self._entries):
             if entry.path == path or (path is None and entry.isDefault):
                 wasBlocked = self.ui.modelComboBox.blockSignals(True)
                 self.ui.modelComboBox.currentIndex = index
                 self.ui.modelComboBox.blockSignals(wasBlocked)
-                return
+                break
+        self.updateLicenceNote()
 
     # --- slots ----------------------------------------------------------------------------------
     def onModelChosen(self, index: int) -> None:
@@ -116,6 +121,7 @@ class SegmentPanel:
         entry = self.selectedModel()
         if params is not None and entry is not None:
             params.modelPath = entry.path
+        self.updateLicenceNote()
 
     def onOutputChanged(self, node) -> None:
         self.ui.show3DButton.setSegmentationNode(node)

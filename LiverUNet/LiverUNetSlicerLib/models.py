@@ -33,6 +33,36 @@ def shippedModelPaths() -> dict[str, Path]:
 
 
 SHIPPED_NAMES = {"ct": "Shipped CT liver model", "mri": "Shipped MRI liver model"}
+# The licences of the shipped weights (their training data's terms; the code is Apache-2.0).
+SHIPPED_LICENCES = {
+    "mri": "CC BY-NC-SA 4.0, non-commercial use only (trained on CHAOS MRI)",
+    "ct": "CC BY 4.0 (trained on BTCV CT)",
+}
+
+
+def licenceNote(entry: Optional["ModelEntry"], shipped: dict[str, Path]) -> str:
+    """What the panel says under the model choice about the licence of the weights that would run."""
+    if entry is None:
+        return ""
+    if entry.path is None:
+        parts = [f"{m.upper()}: {SHIPPED_LICENCES[m]}" for m in sorted(shipped) if m in SHIPPED_LICENCES]
+        return "Licence of the shipped weights: " + "; ".join(parts) + "." if parts else ""
+    for modality, path in shipped.items():
+        if path == entry.path and modality in SHIPPED_LICENCES:
+            return f"Licence of these weights: {SHIPPED_LICENCES[modality]}."
+    if _trainedFromScratch(entry.path):
+        return ""
+    licences = "; ".join(f"{m.upper()}: {t}" for m, t in sorted(SHIPPED_LICENCES.items()))
+    return f"If this model was fine-tuned from a shipped model, that model's licence applies ({licences})."
+
+
+def _trainedFromScratch(modelPath: Path) -> bool:
+    """True when the provenance written after training says it started from random weights."""
+    try:
+        provenance = json.loads(provenancePath(modelPath).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(provenance, dict) and "initial_model" in provenance and provenance["initial_model"] is None
 
 
 @dataclass(frozen=True)

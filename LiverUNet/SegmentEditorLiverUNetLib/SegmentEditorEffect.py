@@ -67,7 +67,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return ("<html>Liver segmentation with a U-Net.<p><b>Segment the whole volume</b>: the chosen model segments "
                 "the source volume into the selected segment.<p><b>Fill from painted slices</b>: outline the whole "
                 "liver on a few slices (every 5th to 10th) in the selected segment; the model is fine-tuned on those "
-                "slices and fills the others, keeping your slices as painted. Undo works as usual.</html>")
+                "slices and fills the others, keeping your slices as painted. Undo works as usual.<p>Licences of the shipped "
+                "weights: MRI (CHAOS data) CC BY-NC-SA 4.0, <b>non-commercial use only</b>; CT (BTCV data) CC BY 4.0.</html>")
 
     # --- options ---------------------------------------------------------------------------------
     def setupOptionsFrame(self) -> None:
