@@ -73,7 +73,7 @@ def test_the_ct_window_is_a_training_setting_recorded_in_the_model(tmp_path):
     assert model.card.training["settings"]["ct_window"] == [-125.0, 275.0]
 
 
-@pytest.mark.parametrize("window", [(300, -200), (1, 1), (5,)])
+@pytest.mark.parametrize("window", [(300, -200), (1, 1), (5,), "wide", None])
 def test_a_ct_window_that_is_not_low_below_high_is_refused(window):
     with pytest.raises(LiverUNetError, match="ct_window must be two Hounsfield values"):
         TrainConfig(ct_window=window)
@@ -90,3 +90,9 @@ def test_model_files_without_a_ct_window_keep_the_window_they_were_trained_with(
     del payload["preprocess"]["ct_window"]
     torch.save(payload, path)
     assert load_model(path).preprocess.ct_window == (-200.0, 300.0)
+
+
+def test_training_from_scratch_gets_the_ct_window_of_the_shipped_ct_recipe():
+    from bench.accuracy_ct import CT_RECIPE
+
+    assert TrainConfig().ct_window == (CT_RECIPE.ct_window_low, CT_RECIPE.ct_window_high)
