@@ -198,7 +198,17 @@ class LiverUNetTest(ScriptedLoadableModuleTest):
 
         checkEffectRegistered(self)
 
-    def test_TrainSegmentAndFill(self) -> None:
-        from LiverUNetGuiLib.self_tests import checkTrainSegmentAndFill
+    def test_PanelsAfterFailedStart(self) -> None:
+        from LiverUNetGuiLib.self_tests import checkPanelsAfterFailedStart
 
-        checkTrainSegmentAndFill(self)
+        checkPanelsAfterFailedStart(self)
+
+    def test_TrainAndSegment(self) -> None:
+        from LiverUNetGuiLib.self_tests import checkTrainAndSegment
+
+        checkTrainAndSegment(self)
+
+    def test_EffectApply(self) -> None:
+        from LiverUNetGuiLib.self_tests_effect import checkEffectApply
+
+        checkEffectApply(self)

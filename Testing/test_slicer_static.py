@@ -317,3 +317,56 @@ def test_slicer_glue_imports_no_qt_and_no_torch(path):
 def test_every_module_file_compiles_and_stays_small(path):
     compile(path.read_text(encoding="utf-8"), str(path), "exec")
     assert len(path.read_text().splitlines()) < 450, f"{path.name} is too long; split it"
+
+
+# --- the in-Slicer self-test --------------------------------------------------------------------
+SELF_TESTS = [MODULE / "LiverUNetGuiLib" / "self_tests.py", MODULE / "LiverUNetGuiLib" / "self_tests_effect.py"]
+
+
+def definedAttributes(cls: ast.ClassDef) -> set[str]:
+    """Methods of ``cls`` and the ``self.<name>`` it assigns anywhere."""
+    names = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    for node in ast.walk(cls):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            for t in ast.walk(target):
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                    names.add(t.attr)
+    return names
+
+
+def usedAttributes(path: Path, variable: str) -> set[str]:
+    return {n.attr for n in ast.walk(parse(path)) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name) and n.value.id == variable}
+
+
+def test_the_self_test_does_not_import_the_module_file():
+    """LiverUNet.py imports the self-test; the self-test reaches the widget through Slicer instead."""
+    for path in SELF_TESTS:
+        imported = {a.name for n in ast.walk(parse(path)) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(parse(path)) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "LiverUNet" not in imported, f"{path.name} imports LiverUNet.py"
+
+
+def test_the_self_test_uses_only_what_the_effect_and_the_widget_define():
+    effect = classes(parse(EFFECT_DIR / "SegmentEditorEffect.py"))["SegmentEditorEffect"]
+    effectNames = definedAttributes(effect) | {"scriptedEffect"}
+    missing = usedAttributes(SELF_TESTS[1], "effectSelf") - effectNames
+    assert not missing, f"the self-test uses effect attributes that do not exist: {missing}"
+    widget = classes(parse(MODULE / "LiverUNet.py"))["LiverUNetWidget"]
+    widgetNames = definedAttributes(widget) | {"parent", "Observations", "layout"}  # base class and mixin
+    for variable in ("widget", "standalone"):
+        missing = usedAttributes(SELF_TESTS[0], variable) - widgetNames
+        assert not missing, f"the self-test uses widget attributes that do not exist: {missing}"
+
+
+def test_the_self_test_presses_the_effects_apply_in_four_situations():
+    test = classes(parse(MODULE / "LiverUNet.py"))["LiverUNetTest"]
+    methods = {n.name for n in test.body if isinstance(n, ast.FunctionDef)}
+    assert {"test_WidgetAndParameterNode", "test_PanelsAfterFailedStart", "test_EffectApply"} <= methods
+    tree = parse(SELF_TESTS[1])
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    called = {n.func.id for n in ast.walk(functions["checkEffectApply"]) if isinstance(n, ast.Call)
+              and isinstance(n.func, ast.Name)}
+    assert {"checkSuccess", "checkStaleModel", "checkFailedStart", "checkCancel"} <= called
+    assert "effectSelf.onApply()" in ast.unparse(functions["apply"]) + ast.unparse(functions["checkCancel"])

@@ -2,18 +2,28 @@
 
 Each check takes the running ``ScriptedLoadableModuleTest`` (for ``delayDisplay`` and asserts),
 builds its data with ``slicer.util.addVolumeFromArray`` (no downloads) and expects a cleared scene.
+Nothing here imports ``LiverUNet.py`` (which imports this module): the widget is the module's own
+(``slicer.modules.liverunet.widgetRepresentation().self()``) and the logic comes from LiverUNetSlicerLib.
+The effect's checks are in ``self_tests_effect.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
+import qt
+
 import slicer
 from LiverUNetLib.errors import LiverUNetError
+from LiverUNetSlicerLib import LiverUNetLogic, TrainingCaseNodes
+
+MISSING_WORKER = ["/nonexistent-liverunet/PythonSlicer"]  # a worker that cannot start
 
 
 def obliqueMatrix() -> np.ndarray:
@@ -31,6 +41,61 @@ def blob(shape=(16, 48, 48)) -> tuple[np.ndarray, np.ndarray]:
     mask = ((k - centre[0]) / radii[0]) ** 2 + ((j - centre[1]) / radii[1]) ** 2 + ((i - centre[2]) / radii[2]) ** 2 <= 1
     rng = np.random.default_rng(0)
     return (rng.normal(100, 10, shape) + 300 * mask).astype(np.int16), mask
+
+
+def waitUntil(condition: Callable[[], bool], timeoutSeconds: float) -> bool:
+    """Run Qt's event loop, so the jobs' QTimer callbacks run, until ``condition()`` holds or time is up."""
+    if condition():
+        return True
+    loop, poll, deadline = qt.QEventLoop(), qt.QTimer(), qt.QTimer()
+    poll.timeout.connect(lambda: loop.quit() if condition() else None)
+    deadline.setSingleShot(True)
+    deadline.timeout.connect(loop.quit)
+    poll.start(100)
+    deadline.start(int(timeoutSeconds * 1000))
+    (getattr(loop, "exec_", None) or loop.exec)()
+    poll.stop()
+    deadline.stop()
+    return condition()
+
+
+@contextlib.contextmanager
+def capturedErrors() -> Iterator[list[str]]:
+    """Error dialogs recorded instead of shown (outside testing mode they would wait for a click)."""
+    messages: list[str] = []
+    original = slicer.util.errorDisplay
+    slicer.util.errorDisplay = lambda text, *args, **kwargs: messages.append(str(text))
+    try:
+        yield messages
+    finally:
+        slicer.util.errorDisplay = original
+
+
+def paintedCase(shape=(16, 48, 48), slices=(5, 8, 11)):
+    """A volume and a segmentation whose segment "liver" is painted on ``slices`` only."""
+    image, mask = blob(shape)
+    volume = slicer.util.addVolumeFromArray(image, obliqueMatrix(), "patient")
+    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    painted = np.zeros_like(mask)
+    painted[list(slices)] = mask[list(slices)]
+    segmentId = segmentation.GetSegmentation().AddEmptySegment("liver", "liver")
+    slicer.util.updateSegmentBinaryLabelmapFromArray(painted.astype(np.uint8), segmentation, segmentId, volume)
+    return volume, segmentation, segmentId
+
+
+TINY_SETTINGS = {"epochs": 2, "base_channels": 4, "depth": 2, "samples_per_epoch": 16, "batch_size": 4,
+                 "crop_size": 48, "in_plane_spacing_mm": None, "validation_fraction": 0.0, "device": "cpu",
+                 "mixed_precision": False}
+
+
+def trainTinyModel(folder: Path, volume, segmentation, segmentId: str) -> Path:
+    from LiverUNetSlicerLib.models import ModelLibrary
+
+    logic = LiverUNetLogic(modelLibrary=ModelLibrary(folder))
+    return logic.train([TrainingCaseNodes(volume, segmentation, segmentId)], folder / "tiny.pt", TINY_SETTINGS,
+                       timeoutSeconds=600)
 
 
 def checkVolumeGeometry(test) -> None:
@@ -85,27 +150,83 @@ def checkPaintedSlicesAndBadInput(test) -> None:
             volumeFromNode(node)
 
 
-def checkWidget(test) -> None:
-    import LiverUNet
+def moduleWidget():
+    """The module's own widget, as Slicer built it (with a parent)."""
+    return slicer.modules.liverunet.widgetRepresentation().self()
 
+
+def checkWidget(test) -> None:
     test.delayDisplay("Widget and parameter node")
-    widget = LiverUNet.LiverUNetWidget()  # parent None: builds a standalone panel
+    widget = moduleWidget()
+    widget.initializeParameterNode()  # setUp cleared the scene
+    image, _ = blob((6, 10, 12))
+    volume = slicer.util.addVolumeFromArray(image, None, "patient")
+    widget._parameterNode.inputVolume = volume
+    test.assertIs(widget.ui.inputVolumeSelector.currentNode(), volume)
+    test.assertTrue(widget.ui.segmentButton.enabled)
+    widget.ui.epochsSpinBox.value = 7
+    test.assertEqual(widget._parameterNode.training.epochs, 7)
+    widget.ui.networksPerFoldSpinBox.value = 2
+    test.assertEqual(widget._parameterNode.trainConfig()["networks_per_fold"], 2)
+    test.assertIsNone(widget._parameterNode.trainConfig()["modality"])  # Automatic: read from the images
+    widget.ui.modalityComboBox.currentIndex = widget.ui.modalityComboBox.findText("CT")
+    test.assertEqual(widget._parameterNode.trainConfig()["modality"], "ct")
+    from LiverUNetSlicerLib.models import shippedModelPaths
+
+    if shippedModelPaths():  # the automatic entry is selected: the note names the shipped weights' licences
+        test.assertIn("CC BY", widget.ui.modelLicenceLabel.text)
+
+    test.delayDisplay("A widget built without a parent keeps what setup() made")
+    standalone = type(widget)()
     try:
-        image, _ = blob((6, 10, 12))
-        volume = slicer.util.addVolumeFromArray(image, None, "patient")
-        widget._parameterNode.inputVolume = volume
-        test.assertIs(widget.ui.inputVolumeSelector.currentNode(), volume)
-        test.assertTrue(widget.ui.segmentButton.enabled)
-        widget.ui.epochsSpinBox.value = 7
-        test.assertEqual(widget._parameterNode.training.epochs, 7)
-        widget.ui.networksPerFoldSpinBox.value = 2
-        test.assertEqual(widget._parameterNode.trainConfig()["networks_per_fold"], 2)
-        test.assertIsNone(widget._parameterNode.trainConfig()["modality"])  # Automatic: read from the images
-        widget.ui.modalityComboBox.currentIndex = widget.ui.modalityComboBox.findText("CT")
-        test.assertEqual(widget._parameterNode.trainConfig()["modality"], "ct")
+        test.assertIsNotNone(standalone.logic)
+        test.assertIsNotNone(standalone._parameterNode)
+        test.assertTrue(standalone.Observations, "setup()'s observers were forgotten")
     finally:
-        widget.cleanup()
-        widget.parent.deleteLater()
+        standalone.cleanup()
+        standalone.parent.deleteLater()
+    test.assertEqual(standalone.Observations, [])
+
+
+def checkPanelsAfterFailedStart(test) -> None:
+    """Segment and Train with a worker that cannot start: an error, buttons back to their names, no curves."""
+    from LiverUNetSlicerLib.warm_worker import WarmWorker
+
+    if importlib.util.find_spec("torch") is None:
+        test.delayDisplay("PyTorch is not installed: failed-start check skipped (it would offer to install)")
+        return
+    test.delayDisplay("Segment and Train when the worker cannot start")
+    widget = moduleWidget()
+    widget.initializeParameterNode()
+    volume, segmentation, segmentId = paintedCase((8, 24, 28), (2, 5))
+    params = widget._parameterNode
+    params.inputVolume = volume
+    logic, warm, command = widget.logic, widget.logic.warmWorker, widget.logic.workerCommand
+    logic.warmWorker, logic.workerCommand = WarmWorker(MISSING_WORKER), MISSING_WORKER
+    try:
+        with capturedErrors() as errors:
+            widget.segmentPanel.onSegmentOrCancel()
+        test.assertFalse(widget.segmentPanel.running)
+        test.assertEqual(widget.ui.segmentButton.text, "Segment liver")
+        test.assertTrue(widget.ui.inputVolumeSelector.enabled)
+        test.assertTrue(any("Could not start the worker process" in e for e in errors), errors)
+
+        from LiverUNetGuiLib.parameters import TrainingCaseParameters
+
+        params.trainingCases.append(TrainingCaseParameters(volume=volume, segmentation=segmentation, segmentId=segmentId))
+        charts = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode")
+        with capturedErrors() as errors:
+            widget.trainPanel.onTrainOrCancel()
+        test.assertFalse(widget.trainPanel.running)
+        test.assertEqual(widget.ui.trainButton.text, "Train")
+        test.assertTrue(widget.ui.addCaseButton.enabled)
+        test.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode"), charts)
+        test.assertTrue(any("Could not start the worker process" in e for e in errors), errors)
+    finally:
+        logic.warmWorker.shutdown()
+        logic.warmWorker, logic.workerCommand = warm, command
+        for _ in range(len(params.trainingCases)):
+            del params.trainingCases[-1]
 
 
 def checkEffectRegistered(test) -> None:
@@ -129,32 +250,19 @@ def checkEffectRegistered(test) -> None:
     editor.deleteLater()
 
 
-def checkTrainSegmentAndFill(test) -> None:
-    """Train a tiny model on painted slices, segment with it, and fill through the effect (needs torch)."""
+def checkTrainAndSegment(test) -> None:
+    """Train a tiny model on painted slices, segment with it, and restore (needs torch)."""
     if importlib.util.find_spec("torch") is None:
         test.delayDisplay("PyTorch is not installed: training/segmentation check skipped")
         return
-    import LiverUNet
     from LiverUNetSlicerLib.models import ModelLibrary
 
-    test.delayDisplay("Tiny training run, segmentation and fill (a minute on CPU)")
-    image, mask = blob()
-    volume = slicer.util.addVolumeFromArray(image, obliqueMatrix(), "patient")
-    segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
-    segmentation.CreateDefaultDisplayNodes()
-    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    painted = np.zeros_like(mask)
-    painted[[5, 8, 11]] = mask[[5, 8, 11]]
-    segmentId = segmentation.GetSegmentation().AddEmptySegment("liver", "liver")
-    slicer.util.updateSegmentBinaryLabelmapFromArray(painted.astype(np.uint8), segmentation, segmentId, volume)
+    test.delayDisplay("Tiny training run and segmentation (a minute on CPU)")
+    volume, segmentation, segmentId = paintedCase()
     with tempfile.TemporaryDirectory() as folder:
-        logic = LiverUNet.LiverUNetLogic(modelLibrary=ModelLibrary(Path(folder)))
-        settings = {"epochs": 2, "base_channels": 4, "depth": 2, "samples_per_epoch": 16, "batch_size": 4,
-                    "crop_size": 48, "in_plane_spacing_mm": None, "validation_fraction": 0.0, "device": "cpu",
-                    "mixed_precision": False}
-        model = logic.train([LiverUNet.TrainingCaseNodes(volume, segmentation, segmentId)], Path(folder) / "tiny.pt",
-                            settings, timeoutSeconds=600)
+        model = trainTinyModel(Path(folder), volume, segmentation, segmentId)
         test.assertTrue(model.is_file())
+        logic = LiverUNetLogic(modelLibrary=ModelLibrary(Path(folder)))
         result = logic.segmentLiver(volume, None, model, "cpu", timeoutSeconds=600)
         liverId = result.GetSegmentation().GetSegmentIdBySegmentName("Liver")
         test.assertTrue(liverId != "")
@@ -165,10 +273,8 @@ def checkTrainSegmentAndFill(test) -> None:
 
 def checkWarmWorker(test, volume, model: Path) -> None:
     """The GUI's warm worker (a PythonSlicer --serve process) answers two clicks from one process."""
-    import LiverUNet
-
     environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
-    logic = LiverUNet.LiverUNetLogic(workerEnvironment=environment, keepWorkerWarm=True)
+    logic = LiverUNetLogic(workerEnvironment=environment, keepWorkerWarm=True)
     try:
         first = logic.segmentLiver(volume, None, model, "cpu", timeoutSeconds=600)
         pid = logic.warmWorker.pid
