@@ -293,13 +293,15 @@ def training_subjects(fold: int, count: Optional[int] = None) -> list[str]:
 
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "",
                        self_train_from: str = "", fill_per_subject: bool = False,
-                       train_subjects: Optional[int] = None) -> None:
+                       train_subjects: Optional[int] = None, init_model: Optional[Path] = None) -> None:
     """``train_subjects``: train on that many of the fold's subjects only (how a model from a few painted
     scans does on new ones); the held-out subjects and their scoring are unchanged.
     ``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
     fold's training subjects and is fine-tuned (``recipe.epochs``) on painted plus filled slices.
     ``fill_per_subject``: each subject is filled by that model fine-tuned on the subject's own painted
-    slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices")."""
+    slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices").
+    ``init_model``: every fold starts from this model's networks instead of random weights (for example the
+    shipped CT model: does MRI training gain from what it learnt on CT?)."""
     from LiverUNetLib.training import split_cases, train
 
     for fold in folds:
@@ -324,7 +326,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
         config = train_config(recipe, seed=fold + 100 * recipe.seed)
-        trained = train(cases, config, model_path, init_model=init, resume=True,
+        trained = train(cases, config, model_path, init_model=init if init is not None else init_model, resume=True,
                         progress=_every_tenth_epoch(f"k={k} fold={fold}"))
         seconds = time.perf_counter() - started
         rows = {}
@@ -339,6 +341,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             "train_subjects": [case.name for case in cases],
             **({"self_trained_from": self_train_from, "fill_per_subject": fill_per_subject,
                 "fill_dice_unpainted": fill_quality} if init is not None else {}),
+            **({"initialised_from": str(init_model)} if init_model is not None else {}),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
             **({"validation_subjects": [cases[i].name for i in split_cases(len(cases), config)[0][1]],
                 "validation_dice": trained.validation_dice, "epochs_run": trained.epochs_run}
@@ -699,6 +702,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="self-training: that run's k fold models fill the unpainted training slices and are fine-tuned on them")
     g.add_argument("--train-subjects", type=int, default=None, metavar="N",
                    help="train each fold on N of its subjects only (a few painted scans); adds _nN to the tag")
+    g.add_argument("--init-model", type=Path, default=None, metavar="MODEL",
+                   help="start every fold from this model's networks (e.g. LiverUNetLib/models/liver_ct_default.pt)")
     g.add_argument("--fill-per-subject", action="store_true",
                    help="with --self-train-from: fine-tune the fold model on each subject's painted slices before it fills them")
     d = sub.add_parser("densify")
@@ -730,7 +735,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.train_subjects is not None:
                 tag = _tagged(tag, f"n{args.train_subjects}") if tag else f"n{args.train_subjects}"
             run_generalisation(k, recipe, args.results, args.folds, tag, args.self_train_from, args.fill_per_subject,
-                               args.train_subjects)
+                               args.train_subjects, args.init_model)
     elif args.command == "densify":
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects, args.tag)
