@@ -6,7 +6,7 @@ KJI order plus a 4x4 IJK-to-RAS matrix), so Slicer, its Python console and the c
 one code path.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import LiverUNetError  # noqa: E402
 from .volume import Volume  # noqa: E402
