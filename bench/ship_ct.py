@@ -96,8 +96,9 @@ def ship_ct(results: Path, tag: str, destination: Path) -> None:
         "Per subject: " + ", ".join(f"{k}: {v}" for k, v in sorted(per_subject.items())), "",
         "Details and the recipes that were compared: docs/accuracy.md (CT section).", "",
         "## Limits", "",
-        "Trained on 30 contrast CTs in the portal venous phase, mostly without large liver lesions. Non-contrast or "
-        "arterial-phase CT, livers with large tumours, and children are outside what was measured: check the result, "
+        "Trained on 30 contrast CTs of adults in the portal venous phase from one challenge, and tested on one CT "
+        "from another hospital. Non-contrast or arterial-phase CT, livers with large tumours or cysts (a liver-like "
+        "mass beside the liver was taken for liver in part, above), and children are outside what was measured: check the result, "
         "and fine-tune on a few painted scans (*Fill from painted slices*, *Train*) where it fails. MRI is refused "
         "(the MRI model is chosen for it).",
     ]
