@@ -135,6 +135,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -212,12 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--base-channels", type=_positive_int, metavar="N")
     tr.add_argument("--depth", type=_positive_int, metavar="N")
     tr.add_argument("--context-slices", type=int, metavar="N", help="2.5D: neighbours on each side")
-    tr.add_argument("--spacing", type=float, metavar="MM", help="in-plane spacing the network works at")
+    tr.add_argument("--spacing", type=_positive_float, metavar="MM", help="in-plane spacing the network works at")
     tr.add_argument("--samples-per-epoch", type=_positive_int, metavar="N")
     tr.add_argument("--patience", type=_positive_int, metavar="N",
                     help="early-stopping patience (epochs), counted only in the last 45 %% of the epochs and "
                     "only with a validation hold-out (five cases or more; default 15)")
-    tr.add_argument("--learning-rate", type=float, metavar="LR")
+    tr.add_argument("--learning-rate", type=_positive_float, metavar="LR")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--settings", metavar="JSON",
                     help="more training settings as a JSON object or a .json file (TrainConfig "
@@ -486,9 +496,10 @@ def _settings_argument(text: Optional[str]) -> dict[str, Any]:
 def _check_train_output(text: str, pairs: list[tuple[str, Path, Path]], init: Optional[str]) -> Path:
     """The model path ``-o`` names, refused before any work when it is not a ``.pt`` file name,
     is one of the training inputs (image, label or ``--init`` model) or cannot be written."""
-    from .image_io import check_output_writable
+    from .image_io import check_output_name, check_output_writable
 
     output = Path(text).expanduser()
+    check_output_name(output)  # before anything stats it (a stat fails on a name too long)
     if output.is_dir():
         raise LiverUNetError(f"--output {output} is a folder; give a model file name such as liver.pt.")
     if output.suffix.lower() != ".pt":
@@ -505,6 +516,71 @@ def _check_train_output(text: str, pairs: list[tuple[str, Path, Path]], init: Op
     return check_output_writable(output)
 
 
+#: Settings a fine-tuned model takes from its --init model, which the options cannot change.
+_INIT_FIXES = {"depth": "depth", "base_channels": "base_channels", "context_slices": "context_slices",
+               "in_plane_spacing_mm": "spacing"}
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings of ``--settings`` and the options (the options win), checked before
+    any case is loaded: types, --init conflicts and whether the network can fit in memory."""
+    from .training import TrainConfig
+    from .training_files import check_setting_types
+
+    overrides: dict[str, Any] = {
+        "epochs": args.epochs, "folds": args.folds, "networks_per_fold": args.networks, "device": args.device,
+        "batch_size": args.batch_size, "base_channels": args.base_channels, "depth": args.depth,
+        "context_slices": args.context_slices, "in_plane_spacing_mm": args.spacing,
+        "samples_per_epoch": args.samples_per_epoch, "patience": args.patience,
+        "learning_rate": args.learning_rate, "seed": args.seed,
+    }
+    settings = _settings_argument(args.settings)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    check_setting_types(settings)
+    fixed = [f"--{attr.replace('_', '-')}" if getattr(args, attr) is not None else f"{key} in --settings"
+             for key, attr in _INIT_FIXES.items() if key in settings]
+    if args.init and fixed:
+        raise LiverUNetError(
+            f"{', '.join(fixed)} cannot change a model fine-tuned with --init: it keeps the network and "
+            "preprocessing of the model it starts from. Leave them out, or train from scratch without --init."
+        )
+    if not args.init:
+        _check_training_fits(TrainConfig.from_dict(settings))
+    return settings
+
+
+def _check_training_fits(config: Any) -> None:
+    """Refuse, before loading anything, a network whose training needs more memory than the
+    machine has (a rough estimate: networks.unet.training_memory_bytes)."""
+    from .networks.unet import training_memory_bytes
+
+    need = training_memory_bytes(config.network_config(), config.batch_size, config.crop_size)
+    have, where = _training_memory(str(getattr(config.device, "value", config.device)))
+    if have and need > have:
+        raise LiverUNetError(
+            f"Training this network (depth {config.depth}, base {config.base_channels} channels, batch "
+            f"{config.batch_size}, {config.crop_size}-pixel crops) needs about {need / 2**30:,.0f} GiB; the "
+            f"{where} has {have / 2**30:,.0f} GiB. Use a smaller --depth (the recipe's is 4), --base-channels "
+            "or --batch-size."
+        )
+
+
+def _training_memory(device: str) -> tuple[int, str]:
+    """(bytes, what) of the memory training on ``device`` can use: the GPU's when CUDA will run
+    it, else the machine's RAM; (0, "") when unknown."""
+    try:
+        import torch
+
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            return int(torch.cuda.get_device_properties(0).total_memory), "GPU"
+    except Exception:  # noqa: BLE001 - no estimate is better than a crash here
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "machine"
+    except (ValueError, OSError, AttributeError):
+        return 0, ""
+
+
 def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
     from .training_files import load_training_case
 
@@ -512,6 +588,7 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
 
     pairs = _pair_training_files(args.images, args.labels)
     output = _check_train_output(args.output, pairs, args.init)
+    settings = _train_settings(args)
     cases = []
     for number, (name, image_path, label_path) in enumerate(pairs, start=1):
         if bar.enabled:
@@ -525,15 +602,6 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
             )
         except LiverUNetError as error:
             raise LiverUNetError(f"case {name}: {error}") from None
-    overrides: dict[str, Any] = {
-        "epochs": args.epochs, "folds": args.folds, "networks_per_fold": args.networks, "device": args.device,
-        "batch_size": args.batch_size, "base_channels": args.base_channels, "depth": args.depth,
-        "context_slices": args.context_slices, "in_plane_spacing_mm": args.spacing,
-        "samples_per_epoch": args.samples_per_epoch, "patience": args.patience,
-        "learning_rate": args.learning_rate, "seed": args.seed,
-    }
-    settings = _settings_argument(args.settings)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.unpainted_slices_unknown:
         settings["liver_free_beyond_painting"] = False
     if args.modality != "auto":

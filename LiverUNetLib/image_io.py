@@ -408,21 +408,32 @@ def check_output_writable(path: PathLike) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise LiverUNetError(f"Cannot write {p}: {existing} is a file, not a folder. Choose another output path.")
-    try:
-        limit = int(os.pathconf(existing, "PC_NAME_MAX"))
-    except (OSError, ValueError):
-        limit = 255
-    if len(p.name.encode()) + TEMPORARY_NAME_EXTRA > limit:
-        raise LiverUNetError(
-            f"The output file name is {len(p.name.encode())} bytes long; this file system takes at most "
-            f"{limit - TEMPORARY_NAME_EXTRA} (with room for the temporary name). Choose a shorter name."
-        )
+    check_output_name(p, existing)
     if not _folder_writable(existing):
         raise LiverUNetError(
             f"Cannot write {p}: the folder {existing} is read-only (or you lack permission). "
             "Choose another output folder."
         )
     return p
+
+
+def check_output_name(path: PathLike, folder: Optional[Path] = None) -> None:
+    """Refuse an output name too long for the file system of ``folder`` (default: the nearest
+    existing folder above ``path``), keeping room for the temporary name a write stages first."""
+    p = Path(os.fspath(path)).expanduser()
+    if folder is None:
+        folder = p.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    try:
+        limit = int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        limit = 255
+    if len(p.name.encode()) + TEMPORARY_NAME_EXTRA > limit:
+        raise LiverUNetError(
+            f"The output name {p.name[:40]}... is {len(p.name.encode())} bytes long; this file system takes "
+            f"at most {limit - TEMPORARY_NAME_EXTRA} (with room for the temporary name). Choose a shorter name."
+        )
 
 
 def _folder_writable(folder: Path) -> bool:

@@ -5,11 +5,14 @@ Shared by the command line and the worker, so both read painted labels the same 
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
+from .errors import LiverUNetError
 from .image_io import read_image
 from .labels import sparse_label_from_mask
 from .segmentation_file import (
@@ -21,7 +24,7 @@ from .segmentation_file import (
     read_segment_mask,
     segment_names,
 )
-from .training import TrainingCase
+from .training import TrainConfig, TrainingCase
 
 
 def load_training_case(
@@ -58,3 +61,27 @@ def load_training_case(
     if every_k > 1:
         label = label.keep_every_k(every_k)
     return TrainingCase(name, image, label)
+
+
+def check_setting_types(settings: dict[str, Any]) -> None:
+    """Refuse a training setting of the wrong type (``"epochs": "many"``) or a number that is not
+    finite, in one line, before TrainConfig would fail on it with a Python error."""
+    kinds = {f.name: str(f.type) for f in fields(TrainConfig)}
+    for key, value in settings.items():
+        kind = kinds.get(key)
+        if kind is None or (value is None and kind.startswith("Optional")):
+            continue  # unknown keys are named by TrainConfig.from_dict
+        base = kind.removeprefix("Optional[").rstrip("]")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if base == "int" and not (number and float(value).is_integer()):
+            raise LiverUNetError(f"Training setting {key} must be a whole number; got {value!r}.")
+        if base == "float" and not (number and math.isfinite(value)):
+            raise LiverUNetError(f"Training setting {key} must be a finite number; got {value!r}.")
+        if base == "bool" and not isinstance(value, bool):
+            raise LiverUNetError(f"Training setting {key} must be true or false; got {value!r}.")
+        if base.startswith("tuple") and not (
+            isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+        ):
+            raise LiverUNetError(f"Training setting {key} must be a list of numbers; got {value!r}.")
+        if base == "int":
+            settings[key] = int(value)

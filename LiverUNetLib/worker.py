@@ -178,6 +178,16 @@ def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     }
 
 
+def _whole_number(spec: dict, key: str, default: Optional[int]) -> Optional[int]:
+    """``spec[key]`` as an int (``default`` when absent), or a one-line error naming the key."""
+    value = spec.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise LiverUNetError(f"'{key}' must be a whole number; got {value!r}.")
+    return int(value)
+
+
 def _load_case(spec: dict, index: int):
     from .training_files import load_training_case
 
@@ -194,10 +204,10 @@ def _load_case(spec: dict, index: int):
             name,
             image,
             label,
-            label_value=spec.get("label_value"),
+            label_value=_whole_number(spec, "label_value", None),
             segment_name=spec.get("segment"),
-            empty_label_value=spec.get("empty_label_value"),
-            every_k=int(spec.get("every_k", 1)),
+            empty_label_value=_whole_number(spec, "empty_label_value", None),
+            every_k=_whole_number(spec, "every_k", 1),
             dense=bool(spec.get("dense", False)),
         )
     except LiverUNetError as error:
@@ -206,6 +216,7 @@ def _load_case(spec: dict, index: int):
 
 def run_train(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     from .training import TrainConfig, train
+    from .training_files import check_setting_types
 
     started = time.perf_counter()
     specs = _require(job, "cases")
@@ -215,6 +226,7 @@ def run_train(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     settings = job.get("settings") or {}
     if not isinstance(settings, dict):
         raise LiverUNetError("The job's 'settings' must be an object of training settings.")
+    check_setting_types(settings)
     config = TrainConfig.from_dict(settings)
     progress = _progress_callback(emit, cancel)
     cases = []

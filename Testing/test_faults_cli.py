@@ -7,6 +7,8 @@ file changed.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,111 @@ def test_train_output_not_ending_in_pt_is_refused(case, tmp_path, capsys):
     assert code == 2
     assert "does not end in .pt" in error_line(err)
     assert not (tmp_path / "model.nii.gz").exists()
+
+
+# ---- arguments and settings that used to end in a Python error --------------------------------------
+def test_train_output_name_too_long_is_refused(case, tmp_path, capsys):
+    image, label = case
+    code, err = train(capsys, image, label, "-o", str(tmp_path / ("m" * 300 + ".pt")))
+    assert code == 2
+    assert "bytes long" in error_line(err) and "shorter name" in error_line(err)
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"epochs": "many"}, "epochs must be a whole number"),
+    ({"learning_rate": "fast"}, "learning_rate must be a finite number"),
+    ({"mixed_precision": "yes"}, "mixed_precision must be true or false"),
+    ({"ct_window": "wide"}, "ct_window must be a list of numbers"),
+])
+def test_train_settings_of_the_wrong_type_are_refused(case, tmp_path, capsys, bad, words):
+    image, label = case
+    code, err = run(capsys, "train", "-q", "--images", str(image), "--labels", str(label),
+                    "-o", str(tmp_path / "m.pt"), "--settings", json.dumps({**TINY_SETTINGS, **bad}))
+    assert code == 2
+    assert words in error_line(err)
+
+
+@pytest.mark.parametrize("option", ["--learning-rate", "--spacing"])
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_train_non_finite_or_non_positive_numbers_are_refused(case, tmp_path, capsys, option, value):
+    image, label = case
+    code, err = train(capsys, image, label, "-o", str(tmp_path / "m.pt"), option, value)
+    assert code == 2
+    assert "finite number above 0" in error_line(err)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_network_too_large_for_memory_is_refused_before_loading(case, tmp_path, capsys):
+    image, label = case
+    code, err = train(capsys, image, label, "-o", str(tmp_path / "m.pt"), "--depth", "12")
+    assert code == 2
+    line = error_line(err)
+    assert "GiB" in line and "--depth" in line
+    assert "training on" not in err
+
+
+@pytest.mark.parametrize("option", [["--depth", "3"], ["--base-channels", "8"], ["--spacing", "2.0"]])
+def test_train_init_with_network_options_is_refused(case, tmp_path, capsys, option):
+    image, label = case
+    init = tmp_path / "start.pt"
+    init.write_bytes(b"checked after the options")
+    code, err = run(capsys, "train", "-q", "--images", str(image), "--labels", str(label),
+                    "--init", str(init), "-o", str(tmp_path / "m.pt"), *option)
+    assert code == 2
+    assert f"{option[0]} cannot change a model fine-tuned with --init" in error_line(err)
+
+
+def test_train_init_with_network_settings_is_refused(case, tmp_path, capsys):
+    image, label = case
+    init = tmp_path / "start.pt"
+    init.write_bytes(b"checked after the options")
+    code, err = train(capsys, image, label, "--init", str(init), "-o", str(tmp_path / "m.pt"))
+    assert code == 2
+    assert "depth in --settings" in error_line(err)
+
+
+def test_worker_case_with_every_k_not_a_number_is_a_clear_error(case, tmp_path):
+    from LiverUNetLib.errors import LiverUNetError
+    from LiverUNetLib.progress import CancelToken
+    from LiverUNetLib.worker import run_job
+
+    image, label = case
+    job = {"kind": "train", "output": str(tmp_path / "m.pt"), "settings": TINY_SETTINGS,
+           "cases": [{"name": "c", "image": str(image), "label": str(label), "every_k": "abc"}]}
+    with pytest.raises(LiverUNetError, match=r"Case 'c': 'every_k' must be a whole number; got 'abc'"):
+        run_job(job, lambda _m: None, CancelToken())
+
+
+def test_worker_settings_of_the_wrong_type_are_a_clear_error(case, tmp_path):
+    from LiverUNetLib.errors import LiverUNetError
+    from LiverUNetLib.progress import CancelToken
+    from LiverUNetLib.worker import run_job
+
+    image, label = case
+    job = {"kind": "train", "output": str(tmp_path / "m.pt"), "settings": {"epochs": "many"},
+           "cases": [{"name": "c", "image": str(image), "label": str(label)}]}
+    with pytest.raises(LiverUNetError, match="epochs must be a whole number"):
+        run_job(job, lambda _m: None, CancelToken())
+
+
+# ---- outputs checked before the work -----------------------------------------------------------------
+@pytest.fixture
+def read_only_folder(tmp_path) -> Path:
+    """A read-only tmpfs (root ignores permission bits, so chmod cannot make one)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot make a read-only folder")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_train_into_a_read_only_folder_is_refused_before_loading(case, read_only_folder, capsys):
+    image, label = case
+    code, err = train(capsys, image, label, "-o", str(read_only_folder / "m.pt"))
+    assert code == 2
+    assert "read-only" in error_line(err) and "training on" not in err

@@ -122,3 +122,31 @@ class UNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+#: Activation tensors kept per level for the backward pass, in units of that level's width times its
+#: area: each DoubleConv keeps its convolutions, normalisations and ReLUs, the decoder also the
+#: up-sampled and concatenated maps. A rough upper bound; it only has to catch impossible settings.
+_ACTIVATIONS_PER_LEVEL = 16
+#: Bytes per parameter while training with AdamW: weight, gradient and two moments in float32.
+_TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def parameter_count(config: NetworkConfig) -> int:
+    """Number of parameters of ``UNet(config)``, counted without allocating them (meta device)."""
+    with torch.device("meta"):
+        return count_parameters(UNet(config))
+
+
+def training_memory_bytes(config: NetworkConfig, batch_size: int, crop_size: int) -> int:
+    """A rough estimate of the memory one training step of ``UNet(config)`` needs: parameters with
+    gradients and AdamW moments, plus the activations of a batch of crops padded to
+    :attr:`NetworkConfig.size_multiple`. Meant to refuse settings far beyond any machine (a depth
+    of 12 pads a 128-pixel crop to 4096 pixels), not to predict memory use closely."""
+    multiple = config.size_multiple
+    side = -(-max(int(crop_size), 1) // multiple) * multiple
+    activations = 0
+    for level in range(config.depth + 1):
+        width = config.base_channels * 2**level
+        activations += width * (side // 2**level) ** 2 * _ACTIVATIONS_PER_LEVEL
+    return parameter_count(config) * _TRAINING_BYTES_PER_PARAMETER + activations * 4 * int(batch_size)
