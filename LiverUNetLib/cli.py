@@ -326,7 +326,29 @@ def _warn(message: str) -> None:
 # segment
 # --------------------------------------------------------------------------------------------
 def _segment_jobs(inputs: list[str], output: str, fmt: str) -> list[tuple[str, Path, Path]]:
-    """(display name, input, output file) for each case."""
+    """(display name, input, output file) for each case; every output is checked writable here,
+    before any image is segmented."""
+    from .image_io import check_output_name, check_output_writable
+
+    check_output_name(output)  # before anything stats it (a stat fails on a name too long)
+    jobs = _segment_job_list(inputs, output, fmt)
+    for _name, _source, target in jobs:
+        check_output_writable(target)
+    return jobs
+
+
+def _without_own_outputs(files: list[Path]) -> list[Path]:
+    """A folder's image files less those a segment run wrote there: ``<case>_liver<ending>`` and
+    ``<case>_liver_probability<ending>`` next to ``<case>``, so segmenting a folder into itself
+    twice does not segment its own masks."""
+    from .image_io import strip_ending
+
+    stems = {strip_ending(f) for f in files}
+    own = {f"{s}_liver{tail}" for s in stems for tail in ("", "_probability")}
+    return [f for f in files if strip_ending(f) not in own]
+
+
+def _segment_job_list(inputs: list[str], output: str, fmt: str) -> list[tuple[str, Path, Path]]:
     from .image_io import file_ending, strip_ending
     from .segmentation_file import check_mask_output
 
@@ -337,7 +359,7 @@ def _segment_jobs(inputs: list[str], output: str, fmt: str) -> list[tuple[str, P
         if not p.exists():
             raise LiverUNetError(f"Input not found: {p}. Check the path.")
         if p.is_dir():
-            files = _image_files(p)
+            files = _without_own_outputs(_image_files(p))
             if files:  # a folder of image files: one case each
                 needs_folder = True
                 cases.extend((strip_ending(f), f) for f in files)
@@ -366,6 +388,14 @@ def _segment_jobs(inputs: list[str], output: str, fmt: str) -> list[tuple[str, P
         return [(p.name, p, out / f"{name}_liver{fmt}")]
     check_mask_output(out)
     return [(p.name, p, out)]
+
+
+def _failure_reason(error: Exception) -> str:
+    """One line saying why one image of a batch failed; unexpected errors are marked as bugs."""
+    if isinstance(error, LiverUNetError):
+        return _one_line(error)
+    return (f"unexpected {type(error).__name__}: {_one_line(error)} (this is a bug; run this image alone "
+            "with --debug for the traceback and report it)")
 
 
 def _probability_path(mask_path: Path) -> Path:
@@ -420,12 +450,12 @@ def cmd_segment(args: argparse.Namespace, bar: ProgressBar) -> int:
                 written.append(str(prob_path))
         except (CancelledError, KeyboardInterrupt):
             raise
-        except LiverUNetError as error:
+        except Exception as error:  # noqa: BLE001 - one bad image must not stop the others
             bar.finish()
             if len(jobs) == 1:
                 raise
             failures += 1
-            print(f"liverunet: error: {name}: {_one_line(error)}", file=sys.stderr)
+            print(f"liverunet: error: {name}: {_failure_reason(error)}", file=sys.stderr)
             continue
         for warning in result.warnings:
             _warn(f"{name}: {warning}")

@@ -78,6 +78,13 @@ def test_train_output_name_too_long_is_refused(case, tmp_path, capsys):
     assert "bytes long" in error_line(err) and "shorter name" in error_line(err)
 
 
+def test_segment_output_name_too_long_is_refused(case, tmp_path, capsys):
+    image, _label = case
+    code, err = run(capsys, "segment", "-q", str(image), "-o", str(tmp_path / ("x" * 300 + ".nii.gz")))
+    assert code == 2
+    assert "bytes long" in error_line(err)
+
+
 @pytest.mark.parametrize("bad, words", [
     ({"epochs": "many"}, "epochs must be a whole number"),
     ({"learning_rate": "fast"}, "learning_rate must be a finite number"),
@@ -171,8 +178,67 @@ def read_only_folder(tmp_path) -> Path:
     subprocess.run(["umount", str(folder)], capture_output=True)
 
 
+def test_segment_into_a_read_only_folder_is_refused_before_the_run(case, read_only_folder, capsys, monkeypatch):
+    import LiverUNetLib.inference as inference
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("segmentation ran although the output cannot be written")
+
+    monkeypatch.setattr(inference, "segment_volume", never)
+    image, _label = case
+    code, err = run(capsys, "segment", "-q", str(image), "-o", str(read_only_folder / "liver.nii.gz"))
+    assert code == 2
+    assert "read-only" in error_line(err)
+
+
 def test_train_into_a_read_only_folder_is_refused_before_loading(case, read_only_folder, capsys):
     image, label = case
     code, err = train(capsys, image, label, "-o", str(read_only_folder / "m.pt"))
     assert code == 2
     assert "read-only" in error_line(err) and "training on" not in err
+
+
+# ---- batches -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    image, label = write_phantom(folder, "t")
+    model = folder / "tiny.pt"
+    assert main(["train", "-q", "--images", str(image), "--labels", str(label), "-o", str(model),
+                 "--settings", json.dumps(TINY_SETTINGS)]) == 0
+    return model
+
+
+def test_batch_with_bad_files_segments_the_others_and_reports_each(tiny_model, tmp_path, capsys, monkeypatch):
+    import LiverUNetLib.inference as inference
+
+    scans = tmp_path / "scans"
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        write_phantom(scans, name, seed=seed)
+        (scans / f"label_{name}.nii.gz").unlink()
+    (scans / "broken.nii.gz").write_bytes(b"not an image")
+    real = inference.segment_volume
+
+    def fails_on_b(volume, *args, **kwargs):
+        if volume.metadata.get("source", "").endswith("image_b.nii.gz"):
+            raise ValueError("an unexpected failure inside the network")
+        return real(volume, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "segment_volume", fails_on_b)
+    code, err = run(capsys, "segment", "-q", str(scans), "-o", str(tmp_path / "out"), "--model", str(tiny_model))
+    assert code != 0
+    assert "2 of 4 images failed" in err
+    assert "broken.nii.gz: Cannot read" in err and "image_b.nii.gz: unexpected ValueError" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["image_a_liver.nii.gz", "image_c_liver.nii.gz"]
+
+
+def test_segment_a_folder_into_itself_twice_does_not_segment_its_masks(tiny_model, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    for name, seed in (("a", 1), ("b", 2)):
+        write_phantom(scans, name, seed=seed)
+        (scans / f"label_{name}.nii.gz").unlink()
+    for _ in range(2):
+        code, err = run(capsys, "segment", "-q", str(scans), "-o", str(scans), "--model", str(tiny_model))
+        assert code == 0, err
+    assert sorted(p.name for p in scans.iterdir()) == [
+        "image_a.nii.gz", "image_a_liver.nii.gz", "image_b.nii.gz", "image_b_liver.nii.gz"]
