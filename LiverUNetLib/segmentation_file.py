@@ -457,7 +457,13 @@ def liver_voxels(
                 "probability map; a label image holds whole numbers. Threshold it first."
             )
     if label_value is not None:
-        return values == label_value
+        mask = values == label_value
+        if not mask.any() and np.any(values != 0):
+            raise LiverUNetError(
+                f"The label {name} holds no voxel with value {label_value}; its non-zero values are "
+                f"{_sample_values(values[values != 0])}. Give the liver's value with --label-value N."
+            )
+        return mask
     mask = values != 0
     if empty_label_value is not None:
         mask &= values != empty_label_value

@@ -98,3 +98,18 @@ def test_evaluate_with_the_liver_value_scores_the_liver(organs, capsys):
                           "--label-value", "1", "--prediction-label-value", "1", "--json")
     assert code == 0
     assert json.loads(out)["dice"] == 1.0
+
+
+def test_train_with_a_label_value_the_label_does_not_hold_names_the_values_found(organs, tmp_path, capsys):
+    _image, _liver, image_path, label_path, _ = organs
+    code, _out, err = train(capsys, image_path, label_path, tmp_path / "m.pt", "--label-value", "7")
+    assert code == 2
+    assert "no voxel with value 7; its non-zero values are [1, 2]" in error_line(err)
+
+
+def test_evaluate_with_a_label_value_the_reference_does_not_hold_is_refused(organs, capsys):
+    _image, _liver, _, label_path, liver_path = organs
+    code, out, err = run(capsys, "evaluate", "--reference", str(label_path), "--prediction", str(liver_path),
+                         "--label-value", "7", "--prediction-label-value", "1")
+    assert code == 2 and out == ""
+    assert "no voxel with value 7" in error_line(err)
