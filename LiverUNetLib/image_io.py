@@ -172,6 +172,7 @@ def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, dict[str, str]]:
             "incomplete or compressed with an unsupported codec; export the series again."
         ) from None
     _check_header(root, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
+    _check_even_slices(root, reader, image)
     metadata = {"series_uid": uid, "dicom_files": str(count)}
     if len(series) > 1:
         metadata["dicom_series_ignored"] = str(len(series) - 1)
@@ -179,6 +180,35 @@ def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, dict[str, str]]:
         if reader.HasMetaDataKey(0, "0008|0060"):
             metadata["modality"] = reader.GetMetaData(0, "0008|0060").strip()
     return _narrow_integers(image), metadata
+
+
+#: Largest relative difference between the gaps of neighbouring DICOM slices still taken as one
+#: evenly spaced volume (scanners round positions; a missing slice doubles a gap).
+SLICE_GAP_TOLERANCE = 0.1
+
+
+def _check_even_slices(root: Path, reader: sitk.ImageSeriesReader, image: sitk.Image) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced (a missing or cut file): ITK then
+    warns and builds the volume on a grid of the average spacing, placing slices where they were
+    not. Slices without a readable position are left to ITK."""
+    normal = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
+    positions = []
+    for index in range(len(reader.GetFileNames())):
+        try:
+            text = reader.GetMetaData(index, "0020|0032")
+            positions.append(float(np.dot([float(v) for v in text.split("\\")[:3]], normal)))
+        except (RuntimeError, ValueError, IndexError):
+            return
+    gaps = np.abs(np.diff(np.sort(positions)))
+    if gaps.size < 2:
+        return
+    typical = float(np.median(gaps))
+    if typical <= 0 or np.max(np.abs(gaps - typical)) > SLICE_GAP_TOLERANCE * typical + 1e-3:
+        raise LiverUNetError(
+            f"The DICOM series in {root} has unevenly spaced slices (gaps from {gaps.min():.3g} to "
+            f"{gaps.max():.3g} mm, typically {typical:.3g} mm): slices are missing or a file is cut. "
+            "Export the complete series again."
+        )
 
 
 def _narrow_integers(image: sitk.Image) -> sitk.Image:

@@ -84,3 +84,21 @@ def test_extent_larger_than_a_person_is_refused():
     volume = Volume(np.ones((5, 2000, 7), np.int16), np.diag([1.0, 40.0, 3.0, 1.0]))
     with pytest.raises(LiverUNetError, match="spans .* more than any scan"):
         volume.validate_scalar_3d()
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    from test_image_io import write_dicom_series
+
+    array = np.random.default_rng(4).integers(-1000, 1000, (8, 8, 9)).astype(np.int16)
+    write_dicom_series(tmp_path / "series", array)
+    (tmp_path / "series" / "slice004.dcm").unlink()
+    with pytest.raises(LiverUNetError, match="unevenly spaced slices .* slices are missing"):
+        read_image(tmp_path / "series")
+
+
+def test_complete_dicom_series_still_reads(tmp_path):
+    from test_image_io import write_dicom_series
+
+    array = np.random.default_rng(4).integers(-1000, 1000, (8, 8, 9)).astype(np.int16)
+    write_dicom_series(tmp_path / "series", array)
+    np.testing.assert_array_equal(read_image(tmp_path / "series").array, array)
