@@ -10,6 +10,7 @@ with ``--btcv`` BTCV subjects likewise, each filled from the CT cross-validation
   its networks), averaged with the network it started from when that scores Dice >= 0.8 on the painted
   slices; the default inference with smoothing across slices;
 * ``ct_model_alone``: the shipped CT model, not trained on the paint (painted slices pasted in);
+* ``ct_tuned_only``: as ``ct_model``, but the fine-tuned network alone (the start network never averaged in);
 
 and, starting from the shipped MRI model (the fill a build without a CT model gives):
 
@@ -61,9 +62,8 @@ from LiverUNetLib.training import TrainConfig, TrainingCase, train  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 CT_SAMPLE = ROOT.parent / "shared" / "data" / "chaos-ct-sample"
-MODES = ("mci", "ct_model", "ct_model_alone", "product", "with_start", "tuned_only", "start", "mri_normalisation",
+MODES = ("mci", "ct_model", "ct_model_alone", "ct_tuned_only", "product", "with_start", "tuned_only", "start", "mri_normalisation",
          "scratch")
-CT_MODES = ("ct_model", "ct_model_alone")
 
 
 def load_ct_sample() -> tuple[Volume, Volume]:
@@ -91,10 +91,12 @@ def fill(mode: str, image: Volume, painted, liver: Volume, work: Path, subject: 
         return contour_interpolation(liver, painted.annotated)
     if mode == "ct_model_alone":
         return segment_volume(image, ct_start(subject), InferenceConfig(device="cpu")).mask.array
-    if mode == "ct_model":
-        model_path = work / "ct_fill_ct_model.pt"
-        train([TrainingCase("painted slices", image, painted)],
-              TrainConfig(**FILL_RECIPE.train_settings(fine_tune=True), device="cpu"), model_path,
+    if mode in ("ct_model", "ct_tuned_only"):
+        model_path = work / f"ct_fill_{mode}.pt"
+        settings = {**FILL_RECIPE.train_settings(fine_tune=True), "device": "cpu"}
+        if mode == "ct_tuned_only":
+            settings["keep_start_networks"] = False
+        train([TrainingCase("painted slices", image, painted)], TrainConfig(**settings), model_path,
               init_model=ct_start(subject), resume=False,
               progress=lambda event: print("  ", event.message, flush=True) if "starting network" in event.message else None)
         mask = segment_volume(image, model_path, InferenceConfig(device="cpu")).mask.array
