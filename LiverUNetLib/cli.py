@@ -390,6 +390,14 @@ def _segment_job_list(inputs: list[str], output: str, fmt: str) -> list[tuple[st
     return [(p.name, p, out)]
 
 
+def _warn_reading_notes(name: str, volume: Any) -> None:
+    """Warn about how an input was read (which DICOM series of several was taken)."""
+    from .image_io import reading_notes
+
+    for note in reading_notes(volume):
+        _warn(f"{name}: {note}")
+
+
 def _failure_reason(error: Exception) -> str:
     """One line saying why one image of a batch failed; unexpected errors are marked as bugs."""
     if isinstance(error, LiverUNetError):
@@ -440,6 +448,7 @@ def cmd_segment(args: argparse.Namespace, bar: ProgressBar) -> int:
         bar.set_prefix(f"[{number}/{len(jobs)}] " if len(jobs) > 1 else "")
         try:
             volume = read_image(source)
+            _warn_reading_notes(name, volume)
             result = segment_volume(volume, model, config, progress=bar)
             bar.finish()
             write_liver_mask(result.mask, target)
@@ -632,6 +641,7 @@ def cmd_train(args: argparse.Namespace, bar: ProgressBar) -> int:
             )
         except LiverUNetError as error:
             raise LiverUNetError(f"case {name}: {error}") from None
+        _warn_reading_notes(name, cases[-1].image)
     if args.unpainted_slices_unknown:
         settings["liver_free_beyond_painting"] = False
     if args.modality != "auto":

@@ -133,6 +133,19 @@ def _check_nifti_voxels(p: Path) -> None:
         ) from None
 
 
+def reading_notes(volume: Volume) -> list[str]:
+    """What the user should know about how ``volume`` was read, one sentence each: for now, that a
+    DICOM folder held several series and which one was taken (the one with the most files)."""
+    ignored = int(volume.metadata.get("dicom_series_ignored", "0") or 0)
+    if not ignored:
+        return []
+    return [
+        f"the folder holds {ignored + 1} DICOM series; the largest was read ({volume.metadata.get('dicom_files')} "
+        f"files, series UID {volume.metadata.get('series_uid')}). To use another, point to a folder holding only "
+        "its files."
+    ]
+
+
 def _dicom_series(folder: Path) -> list[tuple[int, Path, str, list[str]]]:
     """Every DICOM series under ``folder``: (number of files, folder, series UID, file names)."""
     reader = sitk.ImageSeriesReader()

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli_phantoms import TINY_SETTINGS, write_phantom
@@ -242,3 +243,18 @@ def test_segment_a_folder_into_itself_twice_does_not_segment_its_masks(tiny_mode
         assert code == 0, err
     assert sorted(p.name for p in scans.iterdir()) == [
         "image_a.nii.gz", "image_a_liver.nii.gz", "image_b.nii.gz", "image_b_liver.nii.gz"]
+
+
+def test_dicom_folder_with_several_series_says_which_was_read(tiny_model, tmp_path, capsys):
+    from test_image_io import write_dicom_series
+
+    rng = np.random.default_rng(3)
+    study = tmp_path / "study"
+    write_dicom_series(study, rng.integers(0, 1000, (6, 8, 9)), uid="1.2.3.4.100")
+    write_dicom_series(tmp_path / "other", rng.integers(0, 1000, (3, 8, 9)), uid="1.2.3.4.200")
+    for f in (tmp_path / "other").iterdir():
+        f.rename(study / f"other_{f.name}")
+    _code, err = run(capsys, "segment", "-q", str(study), "-o", str(tmp_path / "liver.nii.gz"),
+                     "--model", str(tiny_model))
+    assert "liverunet: warning: study: the folder holds 2 DICOM series; the largest was read (6 files, " \
+           "series UID 1.2.3.4.100)" in err
