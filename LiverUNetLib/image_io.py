@@ -107,9 +107,26 @@ def _read_file(p: Path) -> tuple[sitk.Image, dict[str, str]]:
             "Export or download it again."
         ) from None
     metadata: dict[str, str] = {}
+    if file_ending(p) in (".nii", ".nii.gz") and _nifti_orientation_codes(p) == (0, 0):
+        metadata["nifti_no_orientation"] = "1"
     if reader.HasMetaDataKey("0008|0060"):  # a single DICOM file read on its own
         metadata["modality"] = reader.GetMetaData("0008|0060").strip()
     return image, metadata
+
+
+def _nifti_orientation_codes(p: Path) -> Optional[tuple[int, int]]:
+    """(qform_code, sform_code) of a NIfTI-1 or NIfTI-2 file; None when unreadable or not NIfTI."""
+    try:
+        with (gzip.open if _is_gzip(p) else open)(p, "rb") as stream:
+            head = stream.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(order + "i", head, 0)[0] == 348:
+            return struct.unpack_from(order + "2h", head, 252)
+        if len(head) >= 540 and struct.unpack_from(order + "i", head, 0)[0] == 540:
+            return struct.unpack_from(order + "2i", head, 344)
+    return None
 
 
 def _check_nifti_voxels(p: Path) -> None:
@@ -134,16 +151,24 @@ def _check_nifti_voxels(p: Path) -> None:
 
 
 def reading_notes(volume: Volume) -> list[str]:
-    """What the user should know about how ``volume`` was read, one sentence each: for now, that a
-    DICOM folder held several series and which one was taken (the one with the most files)."""
+    """What the user should know about how ``volume`` was read, one sentence each: that a DICOM
+    folder held several series and which one was taken (the one with the most files), or that a
+    NIfTI header gave no orientation."""
+    notes = []
     ignored = int(volume.metadata.get("dicom_series_ignored", "0") or 0)
-    if not ignored:
-        return []
-    return [
-        f"the folder holds {ignored + 1} DICOM series; the largest was read ({volume.metadata.get('dicom_files')} "
-        f"files, series UID {volume.metadata.get('series_uid')}). To use another, point to a folder holding only "
-        "its files."
-    ]
+    if ignored:
+        notes.append(
+            f"the folder holds {ignored + 1} DICOM series; the largest was read ({volume.metadata.get('dicom_files')} "
+            f"files, series UID {volume.metadata.get('series_uid')}). To use another, point to a folder holding "
+            "only its files."
+        )
+    if volume.metadata.get("nifti_no_orientation") == "1":
+        notes.append(
+            "the NIfTI header gives no orientation (qform and sform codes 0), so its axes were taken as "
+            "right-to-left, front-to-back, foot-to-head; check the result's orientation, or convert the scan "
+            "again with its orientation."
+        )
+    return notes
 
 
 def _dicom_series(folder: Path) -> list[tuple[int, Path, str, list[str]]]:

@@ -16,6 +16,7 @@ import pytest
 
 from cli_phantoms import TINY_SETTINGS, write_phantom
 from LiverUNetLib.cli import main
+from LiverUNetLib.image_io import read_image, write_image
 
 
 def run(capsys, *argv: str) -> tuple[int, str]:
@@ -258,3 +259,17 @@ def test_dicom_folder_with_several_series_says_which_was_read(tiny_model, tmp_pa
                      "--model", str(tiny_model))
     assert "liverunet: warning: study: the folder holds 2 DICOM series; the largest was read (6 files, " \
            "series UID 1.2.3.4.100)" in err
+
+
+def test_nifti_without_orientation_is_segmented_with_a_warning(tiny_model, tmp_path, capsys):
+    import struct
+
+    image, _label = write_phantom(tmp_path, "n")
+    plain = tmp_path / "no_orientation.nii"
+    write_image(read_image(image), plain)
+    header = bytearray(plain.read_bytes())
+    struct.pack_into("<2h", header, 252, 0, 0)  # qform_code, sform_code
+    plain.write_bytes(bytes(header))
+    code, err = run(capsys, "segment", "-q", str(plain), "-o", str(tmp_path / "liver.nii.gz"), "--model", str(tiny_model))
+    assert code == 0, err
+    assert "liverunet: warning: no_orientation.nii: the NIfTI header gives no orientation (qform and sform codes 0)" in err
