@@ -79,11 +79,24 @@ def read_image(path: PathLike) -> Volume:
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise LiverUNetError(f"Image not found: {p}. Check the path (and the working folder).")
-    if p.is_dir():
-        image, metadata = _read_dicom_folder(p)
-    else:
-        image, metadata = _read_file(p)
+    with _itk_warnings_hidden():
+        if p.is_dir():
+            image, metadata = _read_dicom_folder(p)
+        else:
+            image, metadata = _read_file(p)
     return _volume_from_sitk(image, p, metadata)
+
+
+@contextlib.contextmanager
+def _itk_warnings_hidden() -> Iterator[None]:
+    """Hide ITK's multi-line warnings (printed straight to stderr) while reading: what they report
+    (missing DICOM slices, odd NIfTI scales) is refused here with one clear line instead."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _read_file(p: Path) -> tuple[sitk.Image, dict[str, str]]:

@@ -102,3 +102,16 @@ def test_complete_dicom_series_still_reads(tmp_path):
     array = np.random.default_rng(4).integers(-1000, 1000, (8, 8, 9)).astype(np.int16)
     write_dicom_series(tmp_path / "series", array)
     np.testing.assert_array_equal(read_image(tmp_path / "series").array, array)
+
+
+def test_refusals_come_without_raw_itk_warnings(tmp_path, capfd):
+    from test_image_io import write_dicom_series
+
+    with pytest.raises(LiverUNetError):
+        read_image(_nifti_with_pixdim(tmp_path, (-0.8, 0.8, 3.0)))
+    array = np.random.default_rng(4).integers(-1000, 1000, (8, 8, 9)).astype(np.int16)
+    write_dicom_series(tmp_path / "series", array)
+    (tmp_path / "series" / "slice004.dcm").unlink()
+    with pytest.raises(LiverUNetError):
+        read_image(tmp_path / "series")
+    assert "WARNING" not in capfd.readouterr().err
