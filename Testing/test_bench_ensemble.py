@@ -1,4 +1,4 @@
-"""bench/ensemble_gain.py, bench/error_distance.py and bench/slice_smoothing.py: probability cache,
+"""bench/studies/ensemble_gain.py, error_distance.py and slice_smoothing.py: probability cache,
 post-processing, error split, smoothing across slices."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-ensemble_gain = pytest.importorskip("bench.ensemble_gain")
-error_distance = pytest.importorskip("bench.error_distance")
-slice_smoothing = pytest.importorskip("bench.slice_smoothing")
+ensemble_gain = pytest.importorskip("bench.studies.ensemble_gain")
+error_distance = pytest.importorskip("bench.studies.error_distance")
+slice_smoothing = pytest.importorskip("bench.studies.slice_smoothing")
 
 from bench.accuracy import fold_model_path, fold_of  # noqa: E402
 from engine_helpers import box_volume, one_thread, pointwise_model  # noqa: E402, F401 - autouse fixture
@@ -118,8 +118,8 @@ def test_error_split_tells_a_loose_outline_from_a_false_region():
 
 
 def test_the_start_network_check_scores_what_the_fill_guard_scores():
-    """bench/start_network_check.py: the Dice of network 0 on the painted and liver-free slices."""
-    start_network_check = pytest.importorskip("bench.start_network_check")
+    """bench/studies/start_network_check.py: the Dice of network 0 on the painted and liver-free slices."""
+    start_network_check = pytest.importorskip("bench.studies.start_network_check")
     from LiverUNetLib.labels import sparse_label_from_mask
 
     image, liver = box_volume()

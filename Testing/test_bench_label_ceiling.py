@@ -1,4 +1,4 @@
-"""bench/label_resampling_ceiling.py recovers a nearest-neighbour slice resampling and undoes it."""
+"""bench/studies/label_resampling_ceiling.py recovers a nearest-neighbour slice resampling and undoes it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-ceiling = pytest.importorskip("bench.label_resampling_ceiling")
+ceiling = pytest.importorskip("bench.studies.label_resampling_ceiling")
 
 STEP, PHASE = 0.85, 0.3  # source slices per output slice, and the grid's offset
 

@@ -3,7 +3,7 @@
 Each subject is segmented by the dense cross-validation fold model that never saw it
 (``bench/accuracy.py generalisation --k 1 [--tag TAG]`` must have run)::
 
-    python bench/per_slice_errors.py --results runs/accuracy --tag e120 5 13
+    python bench/studies/per_slice_errors.py --results runs/accuracy --tag e120 5 13
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import fold_model_path, fold_of, held_out_mask, load_subject, mask_dice  # noqa: E402

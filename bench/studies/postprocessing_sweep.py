@@ -8,7 +8,7 @@ generalisation`` must have run), once without and once with TTA; the probability
 and cleaned in every variant. Prints the mean Dice over the 15 subjects per variant and writes the per-subject
 values to ``<results>/postprocessing_sweep_k<K>.json``::
 
-    python bench/postprocessing_sweep.py --results runs/accuracy --k 1
+    python bench/studies/postprocessing_sweep.py --results runs/accuracy --k 1
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import SUBJECTS, fold_model_path, fold_of, load_subject  # noqa: E402

@@ -5,7 +5,7 @@ false regions on a neighbouring organ need a model that tells the tissues apart.
 subject of a dense CV run this counts the wrong voxels (missed and false) within ``--near-mm`` of the
 manual outline, measured in plane on each slice, and those farther away::
 
-    python bench/error_distance.py --tag e120 --output docs/accuracy_results/error_distance/e120.json
+    python bench/studies/error_distance.py --tag e120 --output docs/accuracy_results/error_distance/e120.json
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import SUBJECTS, load_subject  # noqa: E402
-from bench.ensemble_gain import held_out_probability, liver_mask  # noqa: E402
+from bench.studies.ensemble_gain import held_out_probability, liver_mask  # noqa: E402
 
 
 def in_plane_distance_to_outline(reference: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:

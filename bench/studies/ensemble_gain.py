@@ -7,9 +7,9 @@ probabilities with equal weight per tag, thresholds at 0.5 and keeps the largest
 model does with its networks. Averaging on the subject's grid rather than inside one model file lets
 recipes with different networks or input slices (depth 5, 5 slices in) join one ensemble::
 
-    python bench/ensemble_gain.py --tags e120 e120_seed1 --folds 2 4
-    python bench/ensemble_gain.py --tags e120 e120_d5 --output docs/accuracy_results/ensemble/e120_d5.json
-    python bench/ensemble_gain.py --k 5 --slice-smoothing --tags e120_bw5_lfw e120_bw5_lfw_seed1
+    python bench/studies/ensemble_gain.py --tags e120 e120_seed1 --folds 2 4
+    python bench/studies/ensemble_gain.py --tags e120 e120_d5 --output docs/accuracy_results/ensemble/e120_d5.json
+    python bench/studies/ensemble_gain.py --k 5 --slice-smoothing --tags e120_bw5_lfw e120_bw5_lfw_seed1
 
 Each tag's probabilities are cached (float16, ``--cache``), so trying other combinations of the same
 tags costs no further inference.
@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import FOLDS, SUBJECTS, fold_model_path, fold_of, load_subject, mask_dice  # noqa: E402

@@ -18,7 +18,7 @@ model that never saw it (``bench/accuracy.py generalisation --k 1 --tag TAG`` mu
 against both the stored and the interpolated label. If the stored labels really sit off the image, the
 predictions agree better with the interpolated ones::
 
-    python bench/label_resampling_ceiling.py --results runs/accuracy --cv-tag e120
+    python bench/studies/label_resampling_ceiling.py --results runs/accuracy --cv-tag e120
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import DATA, SUBJECTS, held_out_mask, mask_dice  # noqa: E402
@@ -173,7 +173,7 @@ def main() -> None:
             print(f"{field}: {values.mean():.4f} +- {values.std():.4f} (min {values.min():.4f})")
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / "label_resampling_ceiling.json"
-    out.write_text(json.dumps({"command": " ".join(["python", "bench/label_resampling_ceiling.py"] + sys.argv[1:]),
+    out.write_text(json.dumps({"command": " ".join(["python", "bench/studies/label_resampling_ceiling.py"] + sys.argv[1:]),
                                "cv_tag": args.cv_tag, "summary": summary, "subjects": [asdict(row) for row in rows]},
                               indent=1))
     print(f"wrote {out}")

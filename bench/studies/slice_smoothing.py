@@ -4,10 +4,10 @@ A 2D network decides every slice on its own. ``postprocessing.smooth_across_slic
 liver probability with its two neighbours' (1/4, 1/2, 1/4) before the threshold. For every held-out
 subject of CV runs (dense, or painted every k-th slice with ``--k``) this scores the shipped
 post-processing with and without that step (Dice, HD95, ASSD on the native grid), from the same cached
-probabilities as ``bench/ensemble_gain.py``, so it costs no training::
+probabilities as ``bench/studies/ensemble_gain.py``, so it costs no training::
 
-    python bench/slice_smoothing.py --tags e120_bw5 e120 --output docs/accuracy_results/slice_smoothing.json
-    python bench/slice_smoothing.py --k 5 --tags e120_bw5 e120      # the models trained on every 5th slice
+    python bench/studies/slice_smoothing.py --tags e120_bw5 e120 --output docs/accuracy_results/slice_smoothing.json
+    python bench/studies/slice_smoothing.py --k 5 --tags e120_bw5 e120      # the models trained on every 5th slice
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import SUBJECTS, fold_model_path, fold_of, load_subject, metrics_row  # noqa: E402
-from bench.ensemble_gain import add_probability_cache_arguments, held_out_probability, liver_mask, probability_cache  # noqa: E402
+from bench.studies.ensemble_gain import add_probability_cache_arguments, held_out_probability, liver_mask, probability_cache  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 VARIANTS = ("plain", "smoothed")

@@ -6,7 +6,7 @@ This prints that Dice for every CHAOS subject painted every k-th slice, with the
 saw the subject (what ``bench/accuracy.py densify`` fine-tunes from), and for the CHAOS CT sample with the
 shipped MRI model (a start from another modality)::
 
-    python bench/start_network_check.py --output docs/accuracy_results/start_network_check.json
+    python bench/studies/start_network_check.py --output docs/accuracy_results/start_network_check.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.accuracy import SUBJECTS, fold_model_path, fold_of, load_subject  # noqa: E402

@@ -5,7 +5,7 @@ on a CHAOS T2 subject, ``--repeats`` times with ``keepWorkerWarm=False`` and the
 prints the wall time of each click (node to segment, everything included). The warm worker's first
 click includes its start-up::
 
-    python bench/slicer_worker_latency.py --repeats 4 --threads 1
+    python bench/studies/slicer_worker_latency.py --repeats 4 --threads 1
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "Testing"))
 
