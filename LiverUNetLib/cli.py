@@ -170,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "of images need OUT to be a folder.")
     seg.add_argument("inputs", nargs="+", metavar="INPUT")
     seg.add_argument("-o", "--output", required=True, metavar="OUT")
-    seg.add_argument("-m", "--model", metavar="FILE", help="model file (default: the shipped model)")
+    seg.add_argument("-m", "--model", metavar="FILE",
+                     help="model file (default: the shipped CT or MRI model, chosen by each image)")
+    seg.add_argument("--modality", choices=["auto", "mri", "ct"], default="auto",
+                     help="without --model: use the shipped model of this modality instead of telling it from "
+                     "the image (its DICOM Modality, else its intensities)")
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     seg.add_argument("--tta", action="store_true", help="test-time augmentation (slower, smoother)")
     seg.add_argument("--probability", action="store_true",
@@ -414,23 +418,33 @@ def _probability_path(mask_path: Path) -> Path:
     return mask_path.with_name(f"{strip_ending(mask_path)}_probability{ending}")
 
 
+class ShippedModels:
+    """The shipped models, loaded on first use; says which one each image gets and why."""
+
+    def __init__(self, modality: Optional[str] = None) -> None:
+        self.modality = modality  # None: each image's own
+        self.loaded: dict[Path, object] = {}
+
+    def for_image(self, volume, name: str):
+        from .model_file import choose_shipped_model, load_model
+
+        choice = choose_shipped_model(volume, self.modality)
+        if choice.path not in self.loaded:
+            self.loaded[choice.path] = load_model(choice.path)
+        print(f"{name}: using {choice.describe()}", file=sys.stderr)
+        return self.loaded[choice.path]
+
+
 def cmd_segment(args: argparse.Namespace, bar: ProgressBar) -> int:
     from .image_io import read_image, write_image
     from .inference import InferenceConfig, segment_volume
-    from .model_file import default_model_path, load_model
+    from .model_file import load_model
     from .segmentation_file import write_liver_mask
 
     jobs = _segment_jobs(args.inputs, args.output, args.format)
-    model_path = args.model
-    if model_path is None:
-        default = default_model_path()
-        if default is None:
-            raise LiverUNetError(
-                "No default model ships with this version of LiverUNet yet. Pass a model file with "
-                "--model FILE, or train one from a few painted scans with 'liverunet train'."
-            )
-        model_path = default
-    model = load_model(model_path)
+    # without --model each image gets the shipped model of its modality, each loaded once
+    models = ShippedModels(None if args.modality == "auto" else args.modality) if args.model is None else None
+    model = load_model(args.model) if args.model is not None else None
     config = InferenceConfig(
         device=args.device,
         tta=args.tta,
@@ -449,7 +463,8 @@ def cmd_segment(args: argparse.Namespace, bar: ProgressBar) -> int:
         try:
             volume = read_image(source)
             _warn_reading_notes(name, volume)
-            result = segment_volume(volume, model, config, progress=bar)
+            chosen = model if models is None else models.for_image(volume, name)
+            result = segment_volume(volume, chosen, config, progress=bar)
             bar.finish()
             write_liver_mask(result.mask, target)
             written = [str(target)]
