@@ -88,7 +88,7 @@ class Recipe:
     # (TrainConfig.neighbour_organs); their labels are read on the painted slices only, like the liver's
     neighbour_organs: int = 0
     # the product averages neighbouring slices' probabilities before the threshold (InferenceConfig); off
-    # here so every row stays comparable with the rows scored without it (its gain: bench/slice_smoothing.py)
+    # here so every row stays comparable with the rows scored without it (its gain: bench/studies/slice_smoothing.py)
     slice_smoothing: bool = False
     # 0: each fold trains on all its subjects and keeps the last epoch (every CV row). Above 0: that share
     # of them is held out for a validation Dice, the best checkpoint is kept and training stops after
@@ -600,7 +600,7 @@ def _post_processing_note(recipe: dict[str, Any]) -> str:
                 "threshold 0.5, largest component.")
     return ("Scored with threshold 0.5 and the largest component. `liverunet segment` and Slicer also average each "
             "slice's probability with its neighbours' before the threshold (`InferenceConfig.slice_smoothing`, on by "
-            "default); `python bench/slice_smoothing.py --tags <tag>` scores these same fold models with it "
+            "default); `python bench/studies/slice_smoothing.py --tags <tag>` scores these same fold models with it "
             "(docs/accuracy_notes.md).")
 
 
