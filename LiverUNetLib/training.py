@@ -9,11 +9,15 @@ both only once the one-cycle learning rate has come down (``checkpoint_selectabl
 the high-rate phase is not a finished model, however it scores on one held-out scan.
 The model file is written only at the end and atomically: a failure or cancellation leaves any
 earlier model untouched. A resume checkpoint beside the output lets an interrupted run continue.
+
+``train`` and its settings are here; its parts are beside it: ``training_sampler`` (cases at network
+resolution, the batches drawn from them), ``training_folds`` (the split by case, the runs per fold),
+``training_checkpoints`` (validation Dice, which checkpoint is kept, the resume checkpoint) and
+``training_start`` (fine-tuning from a model, the fill's guard).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,46 +28,29 @@ import numpy as np
 import torch
 
 from . import __version__
-from .augmentation import Batch, default_augmentation
+from .augmentation import default_augmentation
 from .devices import DeviceChoice, autocast_dtype, describe_device, fast_cpu_math, resolve_device
 from .errors import LiverUNetError
 from .labels import SparseLabel, liver_free_beyond_painting
 from .losses import dice_bce_loss, neighbour_organs_loss
 from .model_file import LiverModel, ModelCard, load_model, save_model
 from .networks import NetworkConfig, Normalization, UNet
-from .preprocessing import (
-    IntensityRegion,
-    canonical_orientation,
-    Modality,
-    PreprocessConfig,
-    context_indices,
-    in_plane_spacing,
-    intensity_statistics,
-    mirror_pad,
-    modality_of_images,
-    network_size,
-    normalise,
-    pad_to_multiple,
-    resample_slices,
-    to_slice_first,
-)
+from .preprocessing import IntensityRegion, Modality, PreprocessConfig, modality_of_images
 from .progress import CancelToken, ProgressCallback, ProgressEvent, Stage, ignore_progress
+# the parts of training, each in its own module; their names stay importable from here
+from .training_checkpoints import (  # noqa: F401
+    WARMUP_FRACTION,
+    _atomic_torch_save,
+    _resume_path,
+    checkpoint_selectable,
+    inputs_digest,
+    read_resume_checkpoint,
+    validation_dice,
+)
+from .training_folds import _run_name, split_cases, training_runs  # noqa: F401
+from .training_sampler import _PreparedCase, _SliceSampler, neighbour_masks, prepare_case  # noqa: F401
+from .training_start import fine_tuning_preprocess, start_network_dice, start_networks_worth_keeping  # noqa: F401
 from .volume import Volume
-
-
-WARMUP_FRACTION = 0.1  # the one-cycle schedule's rising phase (OneCycleLR pct_start)
-
-
-def checkpoint_selectable(steps_done: int, total_steps: int) -> bool:
-    """True in the second half of the one-cycle schedule's annealing phase, where its learning rate has
-    fallen below half its peak: only there are checkpoints compared and early-stopping patience counted.
-
-    With the checkpoint chosen from any epoch, the product's *Train* stopped three-scan runs at epochs
-    22-44 of 120, kept a checkpoint taken near the peak learning rate, and scored far below the same
-    training run to its end (0.772 against 0.812 Dice on new CHAOS subjects; docs/accuracy_notes.md, *A few
-    scans*)."""
-    warmup = WARMUP_FRACTION * total_steps
-    return steps_done >= warmup + (total_steps - warmup) / 2
 
 
 @dataclass
@@ -240,17 +227,6 @@ class TrainResult:
     device: str = "cpu"
 
 
-@dataclass
-class _PreparedCase:
-    """A case on the training device at network resolution."""
-
-    name: str
-    images: torch.Tensor  # (S, H, W) normalised, all slices (neighbours feed 2.5D context)
-    masks: torch.Tensor  # (A, M, H, W) float 0/1 for the annotated slices only: the liver, then neighbour organs
-    annotated: np.ndarray  # (A,) slice indices
-    weights: np.ndarray  # (A,) how often each annotated slice is drawn, relative to the others
-
-
 def with_liver_free_slices(case: TrainingCase, progress: ProgressCallback = ignore_progress) -> TrainingCase:
     """The case with the slices beyond its painting annotated as liver-free (``liver_free_beyond_painting``)."""
     spacing = float(case.image.spacing_kji[case.label.slice_axis])
@@ -260,232 +236,6 @@ def with_liver_free_slices(case: TrainingCase, progress: ProgressCallback = igno
         progress(ProgressEvent(Stage.PREPROCESSING, None,
                                f"{case.name}: {added} slices beyond the painted ones taken as liver-free"))
     return TrainingCase(case.name, case.image, label, case.neighbours)
-
-
-def prepare_case(
-    case: TrainingCase, preprocess: PreprocessConfig, device: torch.device, neighbour_organs: int = 0
-) -> _PreparedCase:
-    """Normalise and resample one case in plane; masks are resampled bilinearly and re-thresholded.
-    ``neighbour_organs`` > 0 adds one mask channel per organ 1..N of ``case.neighbours``."""
-    image = case.image
-    image.validate_scalar_3d(f"image of case '{case.name}'")
-    label = case.label
-    if label.mask.shape != image.array.shape:
-        raise LiverUNetError(
-            f"Case '{case.name}': the label's shape {label.mask.shape} differs from the image's "
-            f"{image.array.shape}. Export the segment with the image as reference geometry."
-        )
-    if label.annotated_count == 0:
-        raise LiverUNetError(f"Case '{case.name}' has no annotated slice. Paint the liver on a few slices.")
-    axis = image.slice_axis()
-    if label.slice_axis != axis:
-        raise LiverUNetError(f"Case '{case.name}': the label's slice axis does not match the image's.")
-    stats = intensity_statistics(image.array, preprocess, axis)
-    orientation = canonical_orientation(image)  # the same layout inference uses
-    slices = torch.from_numpy(np.ascontiguousarray(orientation.apply(to_slice_first(image.array, axis))))
-    masks = to_slice_first(label.mask, axis)[label.annotated][:, None]
-    if neighbour_organs:
-        masks = np.concatenate([masks, neighbour_masks(case, neighbour_organs, axis)], axis=1)
-    masks = torch.from_numpy(np.ascontiguousarray(orientation.apply(masks)))
-    count, height, width = slices.shape
-    size = network_size((height, width), orientation.spacing(in_plane_spacing(image)), preprocess.in_plane_spacing_mm)
-    with torch.no_grad():
-        images = resample_slices(normalise(slices.to(device), stats)[:, None], size)[:, 0]
-        masks = (resample_slices(masks.to(device, torch.float32), size) >= 0.5).float()
-    return _PreparedCase(case.name, images.contiguous(), masks.contiguous(), label.annotated.copy(), label.annotated_weights())
-
-
-def neighbour_masks(case: TrainingCase, organs: int, axis: int) -> np.ndarray:
-    """(A, organs, ...) masks of organs 1..``organs`` of ``case.neighbours`` on the annotated slices."""
-    if case.neighbours is None:
-        raise LiverUNetError(f"Case '{case.name}' has no neighbouring-organ labels, which neighbour_organs="
-                             f"{organs} needs. Give every case its organ map, or set neighbour_organs to 0.")
-    if case.neighbours.shape != case.label.mask.shape:
-        raise LiverUNetError(f"Case '{case.name}': the neighbouring-organ map's shape {case.neighbours.shape} "
-                             f"differs from the label's {case.label.mask.shape}.")
-    organ_map = to_slice_first(np.asarray(case.neighbours), axis)[case.label.annotated]
-    return np.stack([organ_map == organ for organ in range(1, organs + 1)], axis=1)
-
-
-class _SliceSampler:
-    """Draws augmented training batches from annotated slices of several cases."""
-
-    def __init__(
-        self, cases: list[_PreparedCase], config: TrainConfig, multiple: int, generator: torch.Generator,
-        context: Optional[int] = None,
-    ) -> None:
-        self.cases = cases
-        self.every_slice_each_epoch = config.every_slice_each_epoch
-        self.context = config.context_slices if context is None else context
-        self.crop = max(multiple, (config.crop_size // multiple) * multiple)
-        self.batch_size = config.batch_size
-        self.generator = generator
-        self.pairs = [(c, a) for c, case in enumerate(cases) for a in range(len(case.annotated))]
-        if not self.pairs:
-            raise LiverUNetError("No annotated slice in the training cases.")
-        weights = np.concatenate([case.weights for case in cases])
-        # equal weights keep the shuffled pass over every slice (and the random draws of earlier versions)
-        self.weights = None if np.all(weights == weights[0]) else torch.from_numpy(weights / weights.sum())
-
-    def _sample(self, case: _PreparedCase, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        centre = np.array([case.annotated[position]])
-        channels = context_indices(centre, case.images.shape[0], self.context)[0]
-        image = case.images[torch.from_numpy(channels).to(case.images.device)]
-        mask = case.masks[position]
-        both = torch.cat([image, mask], 0)
-        height, width = both.shape[-2:]
-        pad_h, pad_w = max(0, self.crop - height), max(0, self.crop - width)
-        if pad_h or pad_w:
-            top = int(torch.randint(0, pad_h + 1, (1,), generator=self.generator))
-            left = int(torch.randint(0, pad_w + 1, (1,), generator=self.generator))
-            both = mirror_pad(both[None], left, pad_w - left, top, pad_h - top)[0]
-            height, width = both.shape[-2:]
-        top = int(torch.randint(0, height - self.crop + 1, (1,), generator=self.generator))
-        left = int(torch.randint(0, width - self.crop + 1, (1,), generator=self.generator))
-        both = both[:, top : top + self.crop, left : left + self.crop]
-        return both[: len(image)], both[len(image) :]
-
-    def samples(self, requested: int) -> int:
-        """Slices one epoch draws: ``requested``, or at least every annotated slice once
-        (``TrainConfig.every_slice_each_epoch``)."""
-        return max(requested, len(self.pairs)) if self.every_slice_each_epoch else requested
-
-    def steps(self, requested: int) -> int:
-        """Batches (optimiser steps) one epoch of ``requested`` samples yields."""
-        count = self.samples(requested)
-        return max(1, count // self.batch_size) if count >= self.batch_size else 1
-
-    def batches(self, samples: int):
-        count = self.samples(samples)
-        if self.weights is None and count < len(self.pairs):
-            # a fresh random subset each epoch: every slice is drawn over the epochs, none twice in one
-            order = torch.randperm(len(self.pairs), generator=self.generator)[:count]
-        elif self.weights is None:
-            order = torch.randperm(count, generator=self.generator) % len(self.pairs)
-        else:
-            order = torch.multinomial(self.weights, count, replacement=True, generator=self.generator)
-        for start in range(0, count - self.batch_size + 1 if count >= self.batch_size else 1, self.batch_size):
-            chosen = order[start : start + self.batch_size].tolist()
-            images, masks = zip(*(self._sample(self.cases[self.pairs[i][0]], self.pairs[i][1]) for i in chosen))
-            image = torch.stack(images)
-            yield Batch(image, torch.stack(masks), torch.ones(len(chosen), device=image.device))
-
-
-def validation_dice(net: UNet, cases: list[_PreparedCase], context: int, batch_size: int = 16) -> float:
-    """Mean over cases of the Dice on their annotated slices, at network resolution, threshold 0.5."""
-    net.eval()
-    multiple = net.config.size_multiple
-    scores = []
-    with torch.inference_mode():
-        for case in cases:
-            intersection = total = 0.0
-            for start in range(0, len(case.annotated), batch_size):
-                centre = case.annotated[start : start + batch_size]
-                channels = context_indices(centre, case.images.shape[0], context)
-                x = case.images[torch.from_numpy(channels.ravel()).to(case.images.device)]
-                x = x.view(len(centre), 2 * context + 1, *case.images.shape[-2:])
-                height, width = x.shape[-2:]
-                x = pad_to_multiple(x, multiple).contiguous(memory_format=torch.channels_last)
-                prediction = net(x)[..., :height, :width][:, 0] > 0
-                target = case.masks[start : start + batch_size, 0] > 0.5
-                intersection += float((prediction & target).sum())
-                total += float(prediction.sum() + target.sum())
-            scores.append(1.0 if total == 0 else 2 * intersection / total)
-    net.train()
-    return float(np.mean(scores))
-
-
-def split_cases(count: int, config: TrainConfig) -> list[tuple[list[int], list[int]]]:
-    """(train, validation) case indices per fold; by case, never by slice."""
-    order = np.random.default_rng(config.seed).permutation(count).tolist()
-    if config.folds > 1:
-        if count < config.folds:
-            raise LiverUNetError(
-                f"{config.folds}-fold cross-validation needs at least {config.folds} cases; got {count}. "
-                "Add cases or lower the number of folds."
-            )
-        groups = [list(map(int, g)) for g in np.array_split(order, config.folds)]
-        return [(sorted(i for g in groups[:k] + groups[k + 1 :] for i in g), sorted(groups[k])) for k in range(config.folds)]
-    if count >= config.validation_min_cases and config.validation_fraction > 0:
-        held = max(1, int(round(count * config.validation_fraction)))
-        return [(sorted(order[held:]), sorted(order[:held]))]
-    return [(list(range(count)), [])]
-
-
-def training_runs(splits: list[tuple[list[int], list[int]]], networks_per_fold: int) -> list[tuple[int, tuple[list[int], list[int]]]]:
-    """(fold, split) for every network to train: each fold's networks one after another."""
-    return [(fold, split) for fold, split in enumerate(splits) for _ in range(networks_per_fold)]
-
-
-def _run_name(run: int, fold: int, folds: int, networks_per_fold: int) -> str:
-    """'fold 2/5', 'network 2/2' or 'fold 2/5, network 1/2': what the user asked for, in their words."""
-    parts = []
-    if folds > 1:
-        parts.append(f"fold {fold + 1}/{folds}")
-    if networks_per_fold > 1:
-        parts.append(f"network {run % networks_per_fold + 1}/{networks_per_fold}")
-    return ", ".join(parts) or "network 1/1"
-
-
-def fine_tuning_preprocess(init: LiverModel, modality: Modality) -> PreprocessConfig:
-    """The start model's preprocessing for images of ``modality``: a fine-tuned model is a model of the
-    images it was tuned on (an MRI model tuned on CT is a CT model, with the CT window)."""
-    return replace(init.preprocess, modality=modality)
-
-
-def start_network_dice(init: LiverModel, run: int, cases: list[_PreparedCase], device: torch.device) -> tuple[UNet, float]:
-    """A copy of the network training run ``run`` starts from, and its Dice on the painted (and liver-free)
-    slices: the score the fill's guard compares with ``keep_start_min_dice``."""
-    net = UNet(init.network_config)
-    net.load_state_dict(init.networks[run % len(init.networks)].state_dict())
-    dice = validation_dice(net.to(device), cases, init.preprocess.context_slices)
-    return net.cpu().eval(), dice
-
-
-def start_networks_worth_keeping(
-    init: LiverModel, runs: int, cases: list[_PreparedCase], min_dice: float, device: torch.device,
-    progress: ProgressCallback = ignore_progress,
-) -> list[UNet]:
-    """Copies of the networks each training run started from (``keep_start_networks``), each only if it
-    already finds the liver on the painted slices: a start from another modality would spoil the average."""
-    kept = []
-    for run in range(runs):
-        net, dice = start_network_dice(init, run, cases, device)
-        if dice >= min_dice:
-            kept.append(net)
-            progress(ProgressEvent(Stage.VALIDATING, None,
-                                   f"Keeping the starting network (Dice {dice:.3f} on the painted slices), averaged"))
-        else:
-            progress(ProgressEvent(Stage.VALIDATING, None,
-                                   f"Not keeping the starting network: Dice {dice:.3f} on the painted slices, "
-                                   f"below {min_dice}; the fine-tuned network alone is used"))
-    return kept
-
-
-def inputs_digest(cases: list[TrainingCase]) -> str:
-    """Fingerprint of the training images, their geometry and labels: a resume checkpoint is used only for
-    the same inputs, so a label fixed after an interruption is not silently trained on the old one."""
-    digest = hashlib.blake2b(digest_size=16)
-    for case in cases:
-        digest.update(case.name.encode())
-        arrays = [case.image.array, case.image.ijk_to_ras, case.label.mask, case.label.annotated]
-        if case.neighbours is not None:
-            arrays.append(case.neighbours)
-        for array in arrays:
-            array = np.ascontiguousarray(array)
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(array.reshape(-1).view(np.uint8))
-    return digest.hexdigest()
-
-
-def _resume_path(output: Path) -> Path:
-    return output.with_name(output.name + ".resume")
-
-
-def _atomic_torch_save(payload: Any, path: Path) -> None:
-    temporary = path.with_name(path.name + ".part")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
 
 
 def _provenance(cases: list[TrainingCase], config: TrainConfig, init: Optional[str]) -> dict[str, Any]:
@@ -578,12 +328,8 @@ def train(
     state: dict[str, Any] = {"fold": 0, "epoch": 0, "finished": [], "fold_dice": [], "epochs_run": []}
     fingerprint = inputs_digest(cases) if resume else ""
     if resume and resume_file.is_file():
-        try:
-            saved = torch.load(resume_file, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
-            saved = {}
-        if (saved.get("settings") == config.to_dict() and saved.get("case_names") == names
-                and saved.get("inputs") == fingerprint):
+        saved = read_resume_checkpoint(resume_file, config.to_dict(), names, fingerprint)
+        if saved is not None:
             state = saved
             resumed = _run_name(state["fold"], runs[state["fold"]][0], len(splits), config.networks_per_fold)
             progress(ProgressEvent(Stage.TRAINING, None, f"Resuming {resumed}, epoch {state['epoch']}"))
