@@ -41,6 +41,7 @@ from .preprocessing import (
     network_size,
     normalise,
     pad_to_multiple,
+    declared_modality,
     require_modality_match,
     resample_slices,
     to_slice_first,
@@ -267,7 +268,8 @@ def segment_volume(
     volume.validate_scalar_3d("image")
     liver_model, model_used = _model_for(volume, model)
     preprocess = liver_model.preprocess
-    warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch)
+    warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch,
+                                      declared_modality(volume))
     device = resolve_device(config.device)
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing on {describe_device(device)}"))
 
