@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -154,6 +155,13 @@ def weights_digest(state_dicts: list[dict[str, torch.Tensor]]) -> str:
     return digest.hexdigest()
 
 
+def header_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 of what inference repeats besides the weights (network, preprocessing with its CT window or MRI
+    percentiles, threshold), as canonical JSON: an edited header would otherwise give a plausible wrong mask."""
+    header = {key: payload.get(key) for key in ("network", "preprocess", "threshold")}
+    return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def save_model(model: LiverModel, path: Union[str, os.PathLike], half_precision: bool = False) -> Path:
     """Write ``model`` atomically. ``half_precision`` stores float16 weights (half the size)."""
     path = Path(path)
@@ -169,6 +177,7 @@ def save_model(model: LiverModel, path: Union[str, os.PathLike], half_precision:
         "state_dicts": state_dicts,
         "weights_sha256": weights_digest(state_dicts),
     }
+    payload["header_sha256"] = header_digest(payload)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -255,6 +264,12 @@ def _check_weights(path: Path, payload: dict[str, Any]) -> None:
     states = payload.get("state_dicts")
     if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
         return  # malformed: the network build below says so
+    if not all(isinstance(t, torch.Tensor) for s in states for t in s.values()):
+        raise LiverUNetError(f"{path} is damaged: its weights hold values that are not tensors. Re-export or "
+                             "retrain the model.")
+    if payload.get("header_sha256") is not None and header_digest(payload) != payload["header_sha256"]:
+        raise LiverUNetError(f"{path} is damaged or was edited: its settings (network, preprocessing, threshold) "
+                             "do not match the checksum written with them. Re-export or retrain the model.")
     expected = payload.get("weights_sha256")
     if expected is not None and weights_digest(states) != expected:
         raise LiverUNetError(f"{path} is damaged: its weights do not match the checksum written with them. "
@@ -305,14 +320,15 @@ def choose_shipped_model(volume: Volume, modality: Union[Modality, str, None] = 
     return ModelChoice(path, modality, reason)
 
 
-def shipped_start_model(volumes: list[Volume]) -> Optional[Path]:
+def shipped_start_model(volumes: list[Volume], modality: Union[Modality, str, None] = None) -> Optional[Path]:
     """The model training starts from when the user asks for the shipped one: the shipped model of the
-    images' modality, else any shipped model (fine-tuning makes it a model of the images' modality), else
-    None (training from scratch)."""
+    modality the user set (Image type), else of the images' modality, else any shipped model (fine-tuning makes
+    it a model of the images' modality), else None (training from scratch)."""
     from .preprocessing import modality_of_images
 
+    wanted = Modality(modality) if modality is not None else modality_of_images(volumes)
     shipped = shipped_model_paths()
-    return shipped.get(modality_of_images(volumes).value) or next(iter(shipped.values()), None)
+    return shipped.get(wanted.value) or next(iter(shipped.values()), None)
 
 
 def resolve_model(source: ModelSource, volume: Optional[Volume] = None) -> LiverModel:

@@ -171,7 +171,7 @@ def run_train(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     if init == SHIPPED_START:  # the shipped model of the cases' modality (Fill, and Train's "start from")
         from .model_file import shipped_start_model
 
-        init = shipped_start_model([case.image for case in cases])
+        init = shipped_start_model([case.image for case in cases], config.modality)
     result = train(
         cases,
         config,

@@ -391,3 +391,20 @@ def test_weights_that_do_not_fit_the_network_are_described_in_one_line(tmp_path)
     with pytest.raises(LiverUNetError, match=r"do not fit the network its header describes \(1 missing") as info:
         load_model(path)
     assert "\n" not in str(info.value) and "encoders" not in str(info.value)
+
+
+def test_an_edited_header_is_refused(tmp_path):
+    """The CT window or the threshold changed by hand would give a plausible wrong mask."""
+    path = _edit_payload(save_model(tiny_model(), tmp_path / "m.pt"),
+                         lambda p: p["preprocess"].update(ct_window=[-1000.0, 1000.0]))
+    with pytest.raises(LiverUNetError, match="its settings .* do not match the checksum"):
+        load_model(path)
+
+
+def test_weights_that_are_not_tensors_are_refused_in_one_line(tmp_path):
+    def corrupt(payload):
+        payload["state_dicts"][0]["head.bias"] = "not a tensor"
+
+    path = _edit_payload(save_model(tiny_model(), tmp_path / "m.pt"), corrupt)
+    with pytest.raises(LiverUNetError, match="hold values that are not tensors"):
+        load_model(path)
