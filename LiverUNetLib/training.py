@@ -18,6 +18,7 @@ resolution, the batches drawn from them), ``training_folds`` (the split by case,
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +34,7 @@ from .devices import DeviceChoice, autocast_dtype, describe_device, fast_cpu_mat
 from .errors import LiverUNetError
 from .labels import SparseLabel, liver_free_beyond_painting
 from .losses import dice_bce_loss, neighbour_organs_loss
-from .model_file import LiverModel, ModelCard, load_model, save_model
+from .model_file import LiverModel, ModelCard, load_model, save_model, weights_digest
 from .networks import NetworkConfig, Normalization, UNet
 from .preprocessing import IntensityRegion, Modality, PreprocessConfig, modality_of_images
 from .progress import CancelToken, ProgressCallback, ProgressEvent, Stage, ignore_progress
@@ -171,12 +172,13 @@ class TrainConfig:
         if self.neighbour_organs < 0 or self.neighbour_weight < 0:
             problems.append(f"neighbour_organs and neighbour_weight must be 0 or more (got {self.neighbour_organs}, "
                             f"{self.neighbour_weight})")
-        try:
-            self.ct_window = tuple(float(v) for v in self.ct_window)
-        except (TypeError, ValueError):
-            self.ct_window = ()
-        if len(self.ct_window) != 2 or not self.ct_window[0] < self.ct_window[1]:
-            problems.append(f"ct_window must be two Hounsfield values, low < high (got {list(self.ct_window)})")
+        given = self.ct_window
+        window = list(given) if isinstance(given, (list, tuple)) else []
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in window)
+        if len(window) != 2 or not numbers or not window[0] < window[1]:
+            problems.append(f"ct_window must be two Hounsfield values, low < high (got {given!r})")
+        else:
+            self.ct_window = (float(window[0]), float(window[1]))
         if self.samples_per_epoch < 1:
             problems.append(f"samples per epoch must be at least 1 (got {self.samples_per_epoch})")
         if self.in_plane_spacing_mm is not None and not self.in_plane_spacing_mm > 0:
@@ -326,7 +328,8 @@ def train(
 
     resume_file = _resume_path(output)
     state: dict[str, Any] = {"fold": 0, "epoch": 0, "finished": [], "fold_dice": [], "epochs_run": []}
-    fingerprint = inputs_digest(cases) if resume else ""
+    start_weights = "scratch" if init is None else weights_digest([n.state_dict() for n in init.networks])
+    fingerprint = inputs_digest(cases, start_weights) if resume else ""
     if resume and resume_file.is_file():
         saved = read_resume_checkpoint(resume_file, config.to_dict(), names, fingerprint)
         if saved is not None:
@@ -340,9 +343,11 @@ def train(
     finished_states: list[dict[str, torch.Tensor]] = list(state["finished"])
     fold_dice: list[Optional[float]] = list(state["fold_dice"])
     epochs_run: list[int] = list(state["epochs_run"])
+    # slices per epoch of each finished run: with every_slice_each_epoch they differ from fold to fold
+    samples_run: list[int] = list(state.get("samples_run", []))
+    write_checkpoints = True
     total_epochs = config.epochs * len(runs)
     epoch_times: list[float] = []
-    samples_per_epoch_run = 0
 
     # the resume state's "fold" counts training runs (networks), as the progress events' fold/folds do
     for run in range(state["fold"], len(runs)):
@@ -375,7 +380,7 @@ def train(
         progress(ProgressEvent(Stage.PREPROCESSING, None, f"{name}: {config.epochs} epochs of {epoch_samples} slices "
                                f"({sampler.steps(steps_per_epoch * config.batch_size)} batches of {config.batch_size})"))
         net.train()
-        epoch = start_epoch
+        epoch = start_epoch - 1  # a checkpoint written after the last epoch resumes with nothing left to run
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.perf_counter()
             losses = []
@@ -428,34 +433,40 @@ def train(
             )
             stop_early = (validation and config.patience > 0 and best_state is not None
                           and epoch - best_epoch >= config.patience)
-            if resume:
-                _atomic_torch_save(
-                    {
-                        "settings": config.to_dict(),
-                        "case_names": names,
-                        "inputs": fingerprint,
-                        "fold": run,
-                        "epoch": epoch + 1,
-                        "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "best_state": best_state,
-                        "best_dice": best_dice,
-                        "best_epoch": best_epoch,
-                        "cpu_rng": cpu_generator.get_state(),
-                        "finished": finished_states,
-                        "fold_dice": fold_dice,
-                        "epochs_run": epochs_run,
-                    },
-                    resume_file,
-                )
+            if resume and write_checkpoints:
+                try:
+                    _atomic_torch_save(
+                        {
+                            "settings": config.to_dict(),
+                            "case_names": names,
+                            "inputs": fingerprint,
+                            "fold": run,
+                            "epoch": epoch + 1,
+                            "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "best_state": best_state,
+                            "best_dice": best_dice,
+                            "best_epoch": best_epoch,
+                            "cpu_rng": cpu_generator.get_state(),
+                            "finished": finished_states,
+                            "fold_dice": fold_dice,
+                            "epochs_run": epochs_run,
+                            "samples_run": samples_run,
+                        },
+                        resume_file,
+                    )
+                except (OSError, RuntimeError) as error:  # a full disk: train on, without a checkpoint
+                    write_checkpoints = False
+                    progress(ProgressEvent(Stage.TRAINING, None, f"Could not write the resume checkpoint "
+                                           f"{resume_file.name} ({error}); training goes on without one"))
             if stop_early:
                 break
         final = best_state if best_state is not None else {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         finished_states.append(final)
         fold_dice.append(best_dice if validation else None)
         epochs_run.append(epoch + 1)
-        samples_per_epoch_run = epoch_samples
+        samples_run.append(epoch_samples)
 
     cancel.check()
     networks = []
@@ -485,8 +496,8 @@ def train(
             "epochs_run": epochs_run,
             # what an epoch was: every_slice_each_epoch draws at least every annotated slice, so it can exceed
             # samples_per_epoch; batches of batch_size, one optimiser step each
-            "samples_per_epoch_run": samples_per_epoch_run,
-            "steps_run": [n * (samples_per_epoch_run // config.batch_size or 1) for n in epochs_run],
+            "samples_per_epoch_run": samples_run,
+            "steps_run": [n * max(1, samples // config.batch_size) for n, samples in zip(epochs_run, samples_run)],
             "device": describe_device(device),
             "precision": "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
             "seconds": round(time.perf_counter() - started, 1),

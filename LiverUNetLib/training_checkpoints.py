@@ -63,13 +63,17 @@ def validation_dice(net: UNet, cases: list[_PreparedCase], context: int, batch_s
     return float(np.mean(scores))
 
 
-def inputs_digest(cases: list[TrainingCase]) -> str:
-    """Fingerprint of the training images, their geometry and labels: a resume checkpoint is used only for
-    the same inputs, so a label fixed after an interruption is not silently trained on the old one."""
+def inputs_digest(cases: list[TrainingCase], start: str = "scratch") -> str:
+    """Fingerprint of the training images, their geometry and labels and of the model training starts from
+    (``start``: its weights' checksum, or "scratch"): a resume checkpoint is used only for the same inputs, so
+    a label fixed or a start model changed after an interruption is not silently trained on the old one."""
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(start.encode())
     for case in cases:
-        digest.update(case.name.encode())
+        digest.update(f"{case.name}:{case.label.slice_axis}".encode())
         arrays = [case.image.array, case.image.ijk_to_ras, case.label.mask, case.label.annotated]
+        if case.label.sampling_weights is not None:
+            arrays.append(case.label.sampling_weights)
         if case.neighbours is not None:
             arrays.append(case.neighbours)
         for array in arrays:
@@ -84,9 +88,15 @@ def _resume_path(output: Path) -> Path:
 
 
 def _atomic_torch_save(payload: Any, path: Path) -> None:
+    """Write ``payload`` to ``path`` through a temporary file; a failed write (a full disk) leaves neither a
+    partial file nor a changed ``path`` behind, and raises."""
     temporary = path.with_name(path.name + ".part")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def read_resume_checkpoint(path: Path, settings: dict[str, Any], case_names: list[str], inputs: str) -> Any:
@@ -98,6 +108,8 @@ def read_resume_checkpoint(path: Path, settings: dict[str, Any], case_names: lis
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumed
         saved = {}
+    if not isinstance(saved, dict):
+        return None
     if saved.get("settings") == settings and saved.get("case_names") == case_names and saved.get("inputs") == inputs:
         return saved
     return None
