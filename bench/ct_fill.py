@@ -76,7 +76,10 @@ def ct_start(subject: Optional[str]) -> Path:
     """The CT model a fill starts from: the shipped one for the CHAOS sample, for a BTCV subject the CT
     cross-validation's fold model that never saw it (the shipped ensemble trained on every BTCV subject)."""
     if subject is None:
-        return shipped_model_path("ct")
+        path = shipped_model_path("ct")
+        if path is None:
+            raise SystemExit("this build ships no CT model (LiverUNetLib/models/liver_ct_default.pt)")
+        return path
     from bench.accuracy_ct import fold_of, model_path
 
     path = model_path("", fold_of(subject))
