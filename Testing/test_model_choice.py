@@ -195,3 +195,18 @@ def test_a_declared_ct_is_segmented_by_the_ct_model_whatever_its_crop(shipped):
 def test_training_from_the_shipped_model_honours_the_image_type_the_user_set(shipped):
     assert shipped_start_model([mri()], "ct") == shipped["ct"]
     assert shipped_start_model([ct_with_air()], Modality.MRI) == shipped["mri"]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("parts, modality", [
+    (("totalsegmentator-examples", "example_mr_sm.nii.gz"), Modality.MRI),  # 1.3 % negative, down to -47
+    (("totalsegmentator-examples", "example_ct_sm.nii.gz"), Modality.CT),
+    (("btcv-ct", "images", "ct_05.nii.gz"), Modality.CT),  # HU clipped to [-125, 275]: no air
+    (("chaos-mr-t2", "images", "image_15.nii.gz"), Modality.MRI),
+    (("chaos-ct-sample", "dicom"), Modality.CT),
+])
+def test_every_real_scan_here_gets_its_own_modality(parts, modality):
+    from conftest import require_data
+    from LiverUNetLib.image_io import read_image
+
+    assert image_modality(read_image(require_data(*parts)))[0] is modality
