@@ -7,10 +7,11 @@ with ``--btcv`` BTCV subjects likewise, each filled from the CT cross-validation
 
 * ``mci``: ITK's morphological contour interpolation (Slicer's "Fill between slices");
 * ``ct_model``: exactly what the effect runs on a CT: ``FILL_RECIPE`` fine-tuning the shipped CT model (one of
-  its networks), averaged with the network it started from when that scores Dice >= 0.8 on the painted
-  slices; the default inference with smoothing across slices;
+  its networks), the fine-tuned network alone (``TrainConfig.keep_start_networks_on_ct`` off); the default
+  inference with smoothing across slices;
+* ``ct_with_start``: as ``ct_model``, averaged with the network it started from when that scores Dice >= 0.8
+  on the painted slices, as MRI fills are;
 * ``ct_model_alone``: the shipped CT model, not trained on the paint (painted slices pasted in);
-* ``ct_tuned_only``: as ``ct_model``, but the fine-tuned network alone (the start network never averaged in);
 
 and, starting from the shipped MRI model (the fill a build without a CT model gives):
 
@@ -28,8 +29,8 @@ and, starting from the shipped MRI model (the fill a build without a CT model gi
 The painted slices are pasted into every fill. Scored: Dice on the unpainted slices, and Dice, HD95 and
 ASSD of the filled volume. One JSON file per (data, k, mode) in ``--results``; ``--table`` prints them:
 
-    python bench/ct_fill.py --results docs/accuracy_results/ct_fill --k 5 10 15 20 30 40 --modes mci ct_model ct_model_alone
-    python bench/ct_fill.py --results docs/accuracy_results/ct_fill --btcv 03 11 24 --k 5 10 --modes mci ct_model
+    python bench/ct_fill.py --results docs/accuracy_results/ct_fill --k 5 10 15 20 30 40 --modes mci ct_model ct_with_start ct_model_alone
+    python bench/ct_fill.py --results docs/accuracy_results/ct_fill --btcv 08 14 21 --k 5 10 --modes mci ct_model ct_with_start ct_model_alone
     python bench/ct_fill.py --results docs/accuracy_results/ct_fill --table
 """
 
@@ -62,7 +63,7 @@ from LiverUNetLib.training import TrainConfig, TrainingCase, train  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
 
 CT_SAMPLE = ROOT.parent / "shared" / "data" / "chaos-ct-sample"
-MODES = ("mci", "ct_model", "ct_model_alone", "ct_tuned_only", "product", "with_start", "tuned_only", "start", "mri_normalisation",
+MODES = ("mci", "ct_model", "ct_with_start", "ct_model_alone", "product", "with_start", "tuned_only", "start", "mri_normalisation",
          "scratch")
 
 
@@ -94,11 +95,11 @@ def fill(mode: str, image: Volume, painted, liver: Volume, work: Path, subject: 
         return contour_interpolation(liver, painted.annotated)
     if mode == "ct_model_alone":
         return segment_volume(image, ct_start(subject), InferenceConfig(device="cpu")).mask.array
-    if mode in ("ct_model", "ct_tuned_only"):
+    if mode in ("ct_model", "ct_with_start"):
         model_path = work / f"ct_fill_{mode}.pt"
         settings = {**FILL_RECIPE.train_settings(fine_tune=True), "device": "cpu"}
-        if mode == "ct_tuned_only":
-            settings["keep_start_networks"] = False
+        if mode == "ct_with_start":
+            settings["keep_start_networks_on_ct"] = True
         train([TrainingCase("painted slices", image, painted)], TrainConfig(**settings), model_path,
               init_model=ct_start(subject), resume=False,
               progress=lambda event: print("  ", event.message, flush=True) if "starting network" in event.message else None)
