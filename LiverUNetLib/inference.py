@@ -244,6 +244,11 @@ def _bounding_box(mask: np.ndarray, margin: int = 0) -> Optional[tuple[slice, ..
     return tuple(box)
 
 
+# beyond this the slices the network sees are far from the near-axial ones it learnt (augmentation rotates
+# in plane only); the 25-degree oblique axial phantoms of test_inference.py segment as the straight ones
+MAX_SLICE_TILT_DEGREES = 30.0
+
+
 def _model_for(volume: Volume, model: ModelSource) -> tuple[LiverModel, str]:
     """The model to run and how to name it: ``model``, or with None the shipped one for the image."""
     if isinstance(model, LiverModel):
@@ -270,6 +275,10 @@ def segment_volume(
     preprocess = liver_model.preprocess
     warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch,
                                       declared_modality(volume))
+    tilt = volume.slice_tilt_degrees()
+    if tilt > MAX_SLICE_TILT_DEGREES:
+        warnings.append(f"The slices are tilted {tilt:.0f} degrees from axial (no image axis is close to head-foot), "
+                        "and the models learnt near-axial slices: check the result, or reformat the scan to axial.")
     device = resolve_device(config.device)
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing on {describe_device(device)}"))
 

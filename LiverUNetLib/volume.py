@@ -76,10 +76,25 @@ class Volume:
         """The numpy axis whose index direction is closest to the patient's superior (S) direction.
 
         Axial scans give 0 (K); sagittal and coronal acquisitions give 1 or 2. Painting and 2D
-        inference happen on slices perpendicular to this axis.
+        inference happen on slices perpendicular to this axis. A scan with a thick slice axis (1.5 times
+        the others' spacing or more) within 60 degrees of head-foot is cut along its acquired slices: an
+        axial scan tilted past 45 degrees would otherwise be cut along a thin in-plane axis into slices of
+        the acquisition's thick spacing (Dice 0.17 at 46 degrees). Sagittal and coronal acquisitions, whose
+        thick axis lies across head-foot, keep the axis closest to it.
         """
-        ijk_axis = int(np.argmax(np.abs(self.directions[2, :])))
+        superior = np.abs(self.directions[2, :])  # |S| of the I, J, K directions
+        spacing = self.spacing_ijk
+        ijk_axis = int(np.argmax(superior))
+        thick = int(np.argmax(spacing))
+        thinner = max(spacing[a] for a in range(3) if a != thick)
+        if thick != ijk_axis and spacing[thick] >= 1.5 * thinner and superior[thick] >= 0.5:
+            ijk_axis = thick
         return 2 - ijk_axis
+
+    def slice_tilt_degrees(self) -> float:
+        """Angle between the slice axis and the patient's head-foot direction."""
+        superior = abs(float(self.directions[2, 2 - self.slice_axis()]))
+        return float(np.degrees(np.arccos(min(1.0, superior))))
 
     def same_grid(self, other: "Volume", tolerance_mm: float = 1e-3) -> bool:
         """True when both volumes have the same shape and voxel positions (within ``tolerance_mm``)."""

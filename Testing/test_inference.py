@@ -402,3 +402,14 @@ def test_slice_smoothing_averages_the_probability_before_the_threshold(trained):
     np.testing.assert_array_equal(smoothed.mask.array.astype(bool), smoothed.probability.array >= 0.5)
     np.testing.assert_array_equal(raw.mask.array.astype(bool), raw.probability.array >= 0.5)
     assert not np.array_equal(raw.probability.array, smoothed.probability.array)
+
+
+def test_slices_tilted_far_from_axial_are_segmented_with_a_warning():
+    from engine_helpers import AXIAL, matrix, rotation_about
+
+    image, _ = box_volume("axial")
+    tilted = Volume(image.array, matrix(rotation_about("R", 46.0) @ AXIAL, (1.5, 1.5, 4.0)))
+    warnings = segment_volume(tilted, pointwise_model(), InferenceConfig(device="cpu")).warnings
+    assert any("tilted 46 degrees from axial" in w for w in warnings)
+    straight = segment_volume(image, pointwise_model(), InferenceConfig(device="cpu")).warnings
+    assert not any("tilted" in w for w in straight)

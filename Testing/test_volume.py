@@ -147,3 +147,24 @@ def test_oblique_directions_are_unit_columns():
     vol = Volume(np.zeros((2, 2, 2)), matrix(directions, (0.6, 0.6, 5.0)))
     np.testing.assert_allclose(np.linalg.norm(vol.directions, axis=0), 1.0)
     np.testing.assert_allclose(vol.directions, directions, atol=1e-12)
+
+
+# --- scans tilted past 45 degrees -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("degrees", [44.0, 46.0, 55.0])
+def test_a_thick_slice_axial_scan_tilted_near_45_degrees_keeps_its_slice_axis(degrees):
+    """An axial scan of 5 mm slices tilted about R: past 45 degrees an in-plane (0.8 mm) axis lies closer to
+    head-foot, but the acquisition's slices are along the thick axis, and slicing across them fails."""
+    from engine_helpers import AXIAL, matrix, rotation_about
+
+    volume = Volume(np.zeros((20, 40, 40), np.float32), matrix(rotation_about("R", degrees) @ AXIAL, (0.8, 0.8, 5.0)))
+    assert volume.slice_axis() == 0
+    assert volume.slice_tilt_degrees() == pytest.approx(degrees, abs=1e-6)
+
+
+def test_an_isotropic_scan_tilted_past_45_degrees_takes_the_axis_closest_to_head_foot():
+    from engine_helpers import AXIAL, matrix, rotation_about
+
+    volume = Volume(np.zeros((20, 40, 40), np.float32), matrix(rotation_about("R", 50.0) @ AXIAL, (1.0, 1.0, 1.0)))
+    assert volume.slice_axis() == 1 and volume.slice_tilt_degrees() == pytest.approx(40.0, abs=1e-6)
