@@ -14,6 +14,9 @@ def moduleParameterNode(scene: slicer.vtkMRMLScene, moduleName: str = MODULE_NAM
     """The scene's ``vtkMRMLScriptedModuleNode`` tagged ``moduleName``, created when missing."""
     node = scene.GetSingletonNode(moduleName, "vtkMRMLScriptedModuleNode")
     if node is not None:
+        # a scene close keeps singleton nodes but resets them, attributes included
+        if node.GetAttribute("ModuleName") != moduleName:
+            node.SetAttribute("ModuleName", moduleName)
         return node
     node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
     node.UnRegister(None)  # CreateNodeByClass returns an owned reference
