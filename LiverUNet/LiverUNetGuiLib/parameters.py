@@ -43,7 +43,7 @@ class TrainingSettings:
 class LiverUNetParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    modelPath: Optional[Path] = None  # None: the shipped default model
+    modelPath: Optional[Path] = None  # None: the shipped model of the image's modality (the worker picks it)
     device: Device = Device.AUTO
     tta: bool = False
     training: TrainingSettings
