@@ -444,13 +444,14 @@ def _few_subjects(records: list[dict[str, Any]]) -> str:
 
 
 def report(results: Path, output: Path) -> None:
-    lines = ["# Accuracy on CHAOS MRI T2-SPIR", "",
-             "Measured by `bench/accuracy.py` (see its docstring for the commands) on "
-             f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; data: `../shared/data/chaos-mr-t2` "
-             "(15 subjects, manual labels, CC BY-NC-SA 4.0).", ""]
     from bench.accuracy_ct import report_lines as ct_report_lines
 
+    lines = ["# Accuracy: the CT model (BTCV, the CHAOS CT sample) and the MRI model (CHAOS T2-SPIR)", ""]
     lines += ct_report_lines()  # the CT section, from docs/accuracy_results/ct (bench/accuracy_ct.py)
+    lines += ["## MRI: CHAOS T2-SPIR", "",
+              "Measured by `bench/accuracy.py` (see its docstring for the commands) on "
+              f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; data: `../shared/data/chaos-mr-t2` "
+              "(15 subjects, manual labels, CC BY-NC-SA 4.0).", ""]
     gen = _load(results, "generalisation_k*_fold*.json")
     plot_gen: dict[str, dict[int, tuple[float, float]]] = {}  # recipe tag -> k -> (mean, sd)
     if gen:
