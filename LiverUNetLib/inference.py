@@ -273,8 +273,16 @@ def segment_volume(
     volume.validate_scalar_3d("image")
     liver_model, model_used = _model_for(volume, model)
     preprocess = liver_model.preprocess
-    warnings = require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch,
-                                      declared_modality(volume))
+    try:
+        declared = declared_modality(volume)
+    except LiverUNetError as refusal:  # a PET or ultrasound series: only an explicit, allowed mismatch runs
+        if not config.allow_modality_mismatch:
+            raise
+        declared, early = None, [str(refusal)]
+    else:
+        early = []
+    warnings = early + require_modality_match(volume.array, preprocess.modality, config.allow_modality_mismatch,
+                                              declared)
     tilt = volume.slice_tilt_degrees()
     if tilt > MAX_SLICE_TILT_DEGREES:
         warnings.append(f"The slices are tilted {tilt:.0f} degrees from axial (no image axis is close to head-foot), "

@@ -255,14 +255,18 @@ def intensity_modality(array: np.ndarray) -> tuple[Optional[Modality], str]:
     soft_tissue = float(np.mean((sample >= 0) & (sample <= 100)))
     if air > 0.05:
         return Modality.CT, f"{air:.0%} of its voxels are below -500 (air in Hounsfield units)"
+    below_fat = float(np.mean(sample < -50))
+    if air > 0.01 and below_fat > 0.05:  # a CT cropped close to the liver keeps a little bowel or lung air
+        return Modality.CT, (f"{air:.1%} of its voxels are below -500 and {below_fat:.0%} below -50 (air and fat in "
+                             "Hounsfield units)")
     if at_floor > 0.05 and -1100 <= low <= -50:
         return Modality.CT, f"{at_floor:.0%} of its voxels sit at {low:g}, a Hounsfield window's floor"
     # fat is a peak: CTs here hold 1.9-23x more voxels in [-130, -60] than in (-60, -20]; noise around 0 about 1x
     if fat > 0.05 and fat > 1.5 * above_fat and soft_tissue > 0.10 and low >= -1100:
         return Modality.CT, f"{fat:.0%} of its voxels lie between -130 and -60 (fat in Hounsfield units)"
-    below_fat = float(np.mean(sample < -50))
-    p99 = float(np.percentile(sample, 99))
-    if below_fat < 0.001 and low >= -0.1 * max(p99, 1.0):
+    # MRI vendors scale intensities as they like: how far below zero counts as small is relative to the tissue
+    p99 = max(float(np.percentile(sample, 99)), 1.0)
+    if float(np.mean(sample < -0.02 * p99)) < 0.001 and low >= -0.1 * p99:
         negatives = float(np.mean(sample < 0))
         return Modality.MRI, ("it has no negative values (MRI magnitudes)" if negatives == 0 else
                               f"its few negative values ({negatives:.1%}, down to {low:.3g}) are small beside its "
@@ -277,6 +281,8 @@ def _intensity_sample(array: np.ndarray) -> np.ndarray:
 
 def _unusable_reason(sample: np.ndarray) -> Optional[str]:
     """Why no model should segment this image as it is (a label map, or CT without its rescale), else None."""
+    if float(sample.min()) == float(sample.max()):
+        return f"every voxel holds the same value ({float(sample.min()):g}): there is nothing to segment"
     values = _label_map_values(sample)
     if values is not None:
         return (f"it holds only {len(values)} distinct whole-number values ({_value_list(values)}), like a label "
@@ -309,15 +315,19 @@ def _value_list(values: np.ndarray) -> str:
     return shown + (", ..." if values.size > 6 else "")
 
 
+# DICOM Modality values of images no model here is for (OT and SC, "other" and "secondary capture", are also
+# what workstations and anonymisers write for re-exported CT and MRI, so they count as undeclared)
+NOT_CROSS_SECTIONAL = {"PT", "NM", "US", "CR", "DX", "XA", "RF", "MG", "IO", "PX", "ES", "OP", "XC", "SEG", "SR",
+                       "RTSTRUCT", "RTDOSE", "RTPLAN", "RTIMAGE", "ECG", "KO", "PR", "DOC"}
+
+
 def declared_modality(volume: Volume) -> Optional[Modality]:
     """The modality the DICOM files declared (the reader keeps their Modality tag), or None when they said
-    nothing. A declared modality other than CT or MR (PT, US, NM ...) is refused: no model here is for it."""
+    nothing usable. A modality no model here is for (PT, US, NM ...) is refused."""
     declared = str(volume.metadata.get("modality", "")).strip().upper()
-    if not declared:
-        return None
-    if declared not in ("CT", "MR"):
+    if declared in NOT_CROSS_SECTIONAL:
         raise LiverUNetError(f"This image's DICOM Modality is {declared}: LiverUNet segments CT and MRI only.")
-    return Modality.CT if declared == "CT" else Modality.MRI
+    return {"CT": Modality.CT, "MR": Modality.MRI}.get(declared)
 
 
 def image_modality(volume: Volume) -> tuple[Modality, str]:
@@ -356,7 +366,7 @@ def check_modality(array: np.ndarray, modality: Modality, declared: Optional[Mod
         )
     sample = _intensity_sample(array)
     no_hounsfield = declared is Modality.MRI or (float(np.mean(sample < -50)) < 0.001 and float(sample.min()) > -100)
-    if modality is Modality.CT and no_hounsfield and float(sample.max()) < 5000:
+    if modality is Modality.CT and (declared is Modality.MRI or (no_hounsfield and float(sample.max()) < 5000)):
         evidence = reason if declared is not None else "nothing in it lies below -50, where air and fat are in Hounsfield units"
         return (
             f"This image does not look like CT ({evidence}), "

@@ -177,8 +177,9 @@ class TrainConfig:
             problems.append(f"neighbour_organs and neighbour_weight must be 0 or more (got {self.neighbour_organs}, "
                             f"{self.neighbour_weight})")
         given = self.ct_window
-        window = list(given) if isinstance(given, (list, tuple)) else []
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in window)
+        window = list(given) if isinstance(given, (list, tuple)) else list(given.ravel()) if isinstance(given, np.ndarray) else []
+        numbers = all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+                      and math.isfinite(float(v)) for v in window)
         if len(window) != 2 or not numbers or not window[0] < window[1]:
             problems.append(f"ct_window must be two Hounsfield values, low < high (got {given!r})")
         else:

@@ -127,4 +127,5 @@ def test_the_start_network_check_scores_what_the_fill_guard_scores():
     model = pointwise_model()
     assert start_network_check.start_dice(model, image, painted) > 0.95  # the bright box is found
     dark = image.with_array(np.full_like(image.array, image.array.min()))  # nothing bright: the liver is missed
+    dark.metadata["modality"] = "MR"  # a uniform image tells no modality by itself
     assert start_network_check.start_dice(model, dark, painted) < 0.1

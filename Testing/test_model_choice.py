@@ -166,7 +166,7 @@ def test_ct_stored_without_its_rescale_intercept_is_refused_not_taken_for_mri(sh
 def test_mri_with_small_negative_values_from_resampling_is_still_mri():
     """A B-spline resample of CHAOS MRI reached -20 against bright tissue near 900; TotalSegmentator's MR -47."""
     image = mri().array.astype(np.float32)
-    image[:, :2, :] = -20.0  # ringing beside the body, a few per cent of the voxels
+    image[:, :2, :] = -10.0  # ringing beside the body, a few per cent of the voxels, small beside tissue near 760
     found, reason = image_modality(Volume(image, np.eye(4)))
     assert found is Modality.MRI and "small beside its bright tissue" in reason
 
@@ -210,3 +210,41 @@ def test_every_real_scan_here_gets_its_own_modality(parts, modality):
     from LiverUNetLib.image_io import read_image
 
     assert image_modality(read_image(require_data(*parts)))[0] is modality
+
+
+def test_the_same_mri_at_another_intensity_scale_is_still_mri():
+    image = mri().array.astype(np.float32)
+    image[:, :2, :] = -10.0
+    for scale in (1.0, 5.0, 40.0):  # vendors scale MRI as they like
+        assert image_modality(Volume(image * scale, np.eye(4)))[0] is Modality.MRI
+
+
+def test_a_uniform_image_is_refused_with_nothing_to_segment():
+    with pytest.raises(LiverUNetError, match="every voxel holds the same value"):
+        image_modality(Volume(np.zeros((4, 8, 8), np.float32), np.eye(4)))
+
+
+def test_other_and_secondary_capture_count_as_undeclared(shipped):
+    """Workstations and anonymisers write OT or SC on re-exported CT: the intensities decide."""
+    exported = ct_with_air()
+    exported.metadata["modality"] = "OT"
+    assert image_modality(exported)[0] is Modality.CT
+
+
+def test_a_declared_mr_warns_against_the_ct_model_whatever_its_scale(shipped):
+    bright = Volume(mri().array.astype(np.float32) * 10, np.eye(4), {"modality": "MR"})
+    with pytest.raises(LiverUNetError, match="does not look like CT"):
+        segment_volume(bright, shipped["ct"], InferenceConfig(device="cpu"))
+
+
+@pytest.mark.data
+def test_a_ct_cropped_close_to_the_liver_is_still_ct():
+    """The CHAOS CT cut to the liver's box and shrunk: 3-5 % air, too little fat for the fat rule."""
+    from conftest import require_data
+    from LiverUNetLib.image_io import read_image
+
+    ct = read_image(require_data("chaos-ct-sample", "dicom"))
+    liver = read_image(require_data("chaos-ct-sample", "liver_gt.nii.gz")).array > 0
+    k, j, i = (np.flatnonzero(liver.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    crop = ct.array[k[0]:k[-1] + 1, j[0] + 60:j[-1] + 1 - 60, i[0] + 60:i[-1] + 1 - 60].astype(np.float32)
+    assert image_modality(Volume(crop, np.eye(4)))[0] is Modality.CT

@@ -303,7 +303,7 @@ def test_no_shipped_model_gives_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path / "missing")
     assert default_model_path() is None
     with pytest.raises(LiverUNetError, match="ships no MRI liver model") as info:
-        resolve_model(None, Volume(np.full((4, 8, 8), 100.0, np.float32), np.eye(4)))
+        resolve_model(None, Volume(100.0 + np.arange(256, dtype=np.float32).reshape(4, 8, 8), np.eye(4)))
     assert "--model" in str(info.value) and "liverunet train" in str(info.value)
 
 
@@ -311,7 +311,7 @@ def test_shipped_model_is_used_when_shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(shipped_models, "MODELS_FOLDER", tmp_path)
     path = save_model(tiny_model(), tmp_path / shipped_models.SHIPPED_MODEL_FILES["mri"])
     assert default_model_path() == path
-    assert resolve_model(None, Volume(np.full((4, 8, 8), 100.0, np.float32), np.eye(4))).card.name == "tiny"
+    assert resolve_model(None, Volume(100.0 + np.arange(256, dtype=np.float32).reshape(4, 8, 8), np.eye(4))).card.name == "tiny"
 
 
 def test_resolve_model_accepts_a_model_or_a_path(tmp_path):

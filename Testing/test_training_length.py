@@ -159,3 +159,8 @@ def test_a_checkpoint_made_from_another_start_model_is_not_resumed(tmp_path):
     events = []
     train([dense_case(12)], settings, tmp_path / "m.pt", init_model=starts[1], progress=events.append)
     assert not any("Resuming" in e.message for e in events)
+
+
+def test_a_ct_window_of_numpy_numbers_is_taken():
+    assert TrainConfig(ct_window=np.array([-125.0, 275.0])).ct_window == (-125.0, 275.0)
+    assert TrainConfig(ct_window=(np.float32(-100), np.int64(200))).ct_window == (-100.0, 200.0)
