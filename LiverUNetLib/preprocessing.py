@@ -266,7 +266,7 @@ def intensity_modality(array: np.ndarray) -> tuple[Optional[Modality], str]:
         return Modality.CT, f"{fat:.0%} of its voxels lie between -130 and -60 (fat in Hounsfield units)"
     # MRI vendors scale intensities as they like: how far below zero counts as small is relative to the tissue
     p99 = max(float(np.percentile(sample, 99)), 1.0)
-    if float(np.mean(sample < -0.02 * p99)) < 0.001 and low >= -0.1 * p99:
+    if float(np.percentile(sample, 0.1)) >= -0.1 * p99:
         negatives = float(np.mean(sample < 0))
         return Modality.MRI, ("it has no negative values (MRI magnitudes)" if negatives == 0 else
                               f"its few negative values ({negatives:.1%}, down to {low:.3g}) are small beside its "
