@@ -11,7 +11,6 @@ and finally falls back to the CPU.
 from __future__ import annotations
 
 import copy
-import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from .devices import (
     resolve_device,
 )
 from .errors import LiverUNetError
-from .model_file import LiverModel, ModelSource, choose_shipped_model, load_model
+from .model_file import LiverModel, ModelSource, resolve_model_described
 from .postprocessing import fill_holes_per_slice, largest_component, smooth_across_slices
 from .preprocessing import (
     body_box,
@@ -249,16 +248,6 @@ def _bounding_box(mask: np.ndarray, margin: int = 0) -> Optional[tuple[slice, ..
 MAX_SLICE_TILT_DEGREES = 30.0
 
 
-def _model_for(volume: Volume, model: ModelSource) -> tuple[LiverModel, str]:
-    """The model to run and how to name it: ``model``, or with None the shipped one for the image."""
-    if isinstance(model, LiverModel):
-        return model, f"the model '{model.card.name}'"
-    if model is None:
-        choice = choose_shipped_model(volume)
-        return load_model(choice.path), choice.describe()
-    return load_model(model), f"the model {os.fspath(model)}"
-
-
 def segment_volume(
     volume: Volume,
     model: ModelSource = None,
@@ -271,7 +260,7 @@ def segment_volume(
     config = config or InferenceConfig()
     cancel = cancel or CancelToken()
     volume.validate_scalar_3d("image")
-    liver_model, model_used = _model_for(volume, model)
+    liver_model, model_used = resolve_model_described(model, volume)
     preprocess = liver_model.preprocess
     try:
         declared = declared_modality(volume)

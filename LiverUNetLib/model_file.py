@@ -331,12 +331,19 @@ def shipped_start_model(volumes: list[Volume], modality: Union[Modality, str, No
     return shipped.get(wanted.value) or next(iter(shipped.values()), None)
 
 
-def resolve_model(source: ModelSource, volume: Optional[Volume] = None) -> LiverModel:
-    """A loaded model from a model, a path, or None: the shipped model that matches ``volume``."""
+def resolve_model_described(source: ModelSource, volume: Optional[Volume] = None) -> tuple[LiverModel, str]:
+    """A loaded model from a model, a path, or None (the shipped model that matches ``volume``), and which
+    model it is in words: the user is told what ran."""
     if isinstance(source, LiverModel):
-        return source
+        return source, f"the model '{source.card.name}'"
     if source is None:
         if volume is None:
             raise LiverUNetError("No model given, and no image to choose the shipped model by. Pass a model file.")
-        source = choose_shipped_model(volume).path
-    return load_model(source)
+        choice = choose_shipped_model(volume)
+        return load_model(choice.path), choice.describe()
+    return load_model(source), f"the model {os.fspath(source)}"
+
+
+def resolve_model(source: ModelSource, volume: Optional[Volume] = None) -> LiverModel:
+    """A loaded model from a model, a path, or None: the shipped model that matches ``volume``."""
+    return resolve_model_described(source, volume)[0]

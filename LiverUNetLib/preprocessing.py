@@ -243,10 +243,17 @@ def intensity_modality(array: np.ndarray) -> tuple[Optional[Modality], str]:
     reconstruction leave (a real abdominal MR reached -47 against a 99th percentile of 658). Anything else
     (a normalised, subtracted or derived map) is neither.
     """
-    sample = _intensity_sample(array)
+    return _classify(_intensity_sample(array))
+
+
+def _classify(sample: np.ndarray) -> tuple[Optional[Modality], str]:
+    """``intensity_modality`` of a strided sample of the voxels (``_intensity_sample``)."""
     unusable = _unusable_reason(sample)
-    if unusable is not None:
-        return None, unusable
+    return (None, unusable) if unusable is not None else _modality_from_values(sample)
+
+
+def _modality_from_values(sample: np.ndarray) -> tuple[Optional[Modality], str]:
+    """CT, MRI or neither for a sample no model has to refuse outright (``_unusable_reason`` is None)."""
     low, high = float(sample.min()), float(sample.max())
     air = float(np.mean(sample < -500))
     at_floor = float(np.mean(sample == low))
@@ -348,7 +355,8 @@ def check_modality(array: np.ndarray, modality: Modality, declared: Optional[Mod
     """A plain warning when the image does not fit the model's modality, else None. A DICOM Modality the
     files declared decides; otherwise only positive evidence counts: Hounsfield air, floor or fat against an
     MRI model, no negative value at all against a CT model."""
-    unusable = _unusable_reason(_intensity_sample(array))
+    sample = _intensity_sample(array)
+    unusable = _unusable_reason(sample)
     if unusable is not None:
         return f"This image cannot be segmented as it is: {unusable}."
     if declared is not None:
@@ -356,7 +364,7 @@ def check_modality(array: np.ndarray, modality: Modality, declared: Optional[Mod
             return None
         found, reason = declared, "its DICOM Modality says so"
     else:
-        found, reason = intensity_modality(array)
+        found, reason = _modality_from_values(sample)
     if modality is Modality.MRI and found is Modality.CT:
         return (
             f"This image looks like CT ({reason}), but the model was trained on MRI. Its result would be "
@@ -364,8 +372,7 @@ def check_modality(array: np.ndarray, modality: Modality, declared: Optional[Mod
             "model), paint the liver on a few slices and use Fill from painted slices, or train or fine-tune a model "
             "on a few painted CT scans."
         )
-    sample = _intensity_sample(array)
-    no_hounsfield = declared is Modality.MRI or (float(np.mean(sample < -50)) < 0.001 and float(sample.min()) > -100)
+    no_hounsfield = float(np.mean(sample < -50)) < 0.001 and float(sample.min()) > -100
     if modality is Modality.CT and (declared is Modality.MRI or (no_hounsfield and float(sample.max()) < 5000)):
         evidence = reason if declared is not None else "nothing in it lies below -50, where air and fat are in Hounsfield units"
         return (
