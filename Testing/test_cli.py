@@ -11,6 +11,7 @@ import pytest
 from cli_phantoms import TINY_SETTINGS, phantom, write_phantom
 from LiverUNetLib import cli
 from LiverUNetLib.cli import ProgressBar, case_key, main
+from LiverUNetLib.cli import info as cli_info
 from LiverUNetLib.errors import LiverUNetError
 from LiverUNetLib.image_io import read_image, write_image
 from LiverUNetLib.postprocessing import smooth_across_slices
@@ -278,7 +279,7 @@ def test_unexpected_error_hints_debug(monkeypatch, tmp_path, capsys):
     def boom(_args, _bar):
         raise RuntimeError("something broke\nacross lines")
 
-    monkeypatch.setattr(cli, "cmd_info", boom)
+    monkeypatch.setattr(cli_info, "run", boom)
     code, _, err = run(capsys, "info", str(tmp_path / "m.pt"))
     assert code == 1
     line = error_line(err)
@@ -292,7 +293,7 @@ def test_keyboard_interrupt_exit_code(monkeypatch, tmp_path, capsys):
     def interrupted(_args, _bar):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    monkeypatch.setattr(cli_info, "run", interrupted)
     code, _, err = run(capsys, "info", str(tmp_path / "m.pt"))
     assert code == 130
     assert "interrupted" in error_line(err)
