@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ accuracy = pytest.importorskip("bench.accuracy")
 if importlib.util.find_spec("itk") is None:  # never imported here: ITK runs in its own process
     pytest.skip("benchmark-only dependency itk is missing: pip install -e .[bench]", allow_module_level=True)
 
-from bench import product_fills  # noqa: E402
+from bench import accuracy_densify, accuracy_ship, product_fills  # noqa: E402
 from conftest import require_data  # noqa: E402
 from LiverUNetLib.errors import LiverUNetError  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
@@ -167,8 +168,8 @@ def test_recipe_variants_are_reported_beside_the_default_and_reproducible(tmp_pa
     accuracy.report(tmp_path, out)
     text = out.read_text()
     assert text.index("not trained on the paint (e120 CV model) | 1 | 0.890 ± 0.000") < text.index("fine-tuned from the CV")
-    recipe = accuracy.asdict(accuracy.Recipe().with_overrides(["epochs=120", "appearance_augmentation=false"]))
-    command = accuracy._command(1, "e120", recipe)
+    recipe = asdict(accuracy.Recipe().with_overrides(["epochs=120", "appearance_augmentation=false"]))
+    command = accuracy.ship_command(1, "e120", recipe)
     assert "--set epochs=120" in command and "--set appearance_augmentation=false" in command
     assert command.endswith("ship --k 1 --tag e120") and "generalisation --k 1 --tag e120" in command
 
@@ -204,7 +205,7 @@ def test_densify_base_mode_scores_the_cv_model_alone_with_the_paint_pasted_in(tm
     liver = _ellipsoid()
     image = liver.with_array(200 + 300 * liver.array.astype(np.float32))
     dense = sparse_label_from_mask(image, liver, dense=True)
-    monkeypatch.setattr(accuracy, "load_subject", lambda subject: (image, dense, liver))  # a synthetic subject
+    monkeypatch.setattr(accuracy_densify, "load_subject", lambda subject: (image, dense, liver))  # a synthetic subject
     model = accuracy.fold_model_path(tmp_path, 1, "t", accuracy.fold_of("3"))
     model.parent.mkdir(parents=True)
     save_model(pointwise_model(), model)
@@ -230,8 +231,8 @@ def test_ship_all_subjects_trains_one_network_and_cards_the_cross_validation(tmp
     require_data("chaos-mr-t2", "images", "image_3.nii.gz")
     from LiverUNetLib.model_file import load_model
 
-    monkeypatch.setattr(accuracy, "SUBJECTS", ["3", "5"])
-    recipe = accuracy.asdict(accuracy.Recipe().with_overrides(
+    monkeypatch.setattr(accuracy_ship, "SUBJECTS", ["3", "5"])
+    recipe = asdict(accuracy.Recipe().with_overrides(
         ["epochs=1", "samples_per_epoch=8", "base_channels=4", "depth=2", "mixed_precision=false"]))
     (tmp_path / "models").mkdir()
     for fold in range(accuracy.FOLDS):

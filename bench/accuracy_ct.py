@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.accuracy import Recipe, _every_tenth_epoch, _mean_sd, metrics_row, train_config  # noqa: E402
+from bench.accuracy_recipe import Recipe, every_tenth_epoch, train_config  # noqa: E402
+from bench.accuracy_scores import mean_sd, metrics_row  # noqa: E402
 from LiverUNetLib.image_io import read_image  # noqa: E402
 from LiverUNetLib.inference import InferenceConfig, segment_volume  # noqa: E402
 from LiverUNetLib.labels import sparse_label_from_mask  # noqa: E402
@@ -122,7 +123,7 @@ def run_fold(fold: int, recipe: Recipe, results: Path, tag: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     trained = train(cases, train_config(recipe, seed=fold + 100 * recipe.seed, modality="ct"), path, resume=True,
-                    progress=_every_tenth_epoch(f"ct fold={fold}"))
+                    progress=every_tenth_epoch(f"ct fold={fold}"))
     seconds = time.perf_counter() - started
     config = inference_config(recipe)
     rows, masses = {}, {}
@@ -223,9 +224,9 @@ def report_lines(results: Path = RESULTS) -> list[str]:
         s = summary(records)
         ensemble = ensemble_record(results, tag)
         ensemble_text = f"{ensemble['chaos_ct']['dice']:.3f}" if ensemble else "–"
-        lines.append(f"| {tag or 'shipped CT recipe'} | {len(records)}/{FOLDS} | {s['subjects']} | {_mean_sd(s['dice'])} | "
-                     f"{_mean_sd(s['hd95'])} | {_mean_sd(s['assd'])} | {_mean_sd(s['mass_dice'])} | "
-                     f"{_mean_sd(s['mass_as_liver'])} | {_mean_sd(s['chaos_fold_dice'])} | {ensemble_text} | "
+        lines.append(f"| {tag or 'shipped CT recipe'} | {len(records)}/{FOLDS} | {s['subjects']} | {mean_sd(s['dice'])} | "
+                     f"{mean_sd(s['hd95'])} | {mean_sd(s['assd'])} | {mean_sd(s['mass_dice'])} | "
+                     f"{mean_sd(s['mass_as_liver'])} | {mean_sd(s['chaos_fold_dice'])} | {ensemble_text} | "
                      f"{s['train_minutes']:.0f} |")
         per = {k: v for r in records for k, v in r["subjects"].items()}
         per_subject.append(f"| {tag or 'shipped CT recipe'} | " + " | ".join(
