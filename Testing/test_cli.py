@@ -125,8 +125,8 @@ def test_segment_folder_needs_output_folder(trained, tmp_path, capsys):
                          "--model", str(trained["model"]), "--probability", "--format", ".seg.nrrd")
     assert code == 0, err
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "image_00_liver.seg.nrrd", "image_00_liver_probability.nrrd",
-        "image_01_liver.seg.nrrd", "image_01_liver_probability.nrrd",
+        ".liverunet-batch", "image_00_liver.seg.nrrd", "image_00_liver_probability.nrrd",
+        "image_01_liver.seg.nrrd", "image_01_liver_probability.nrrd", "report.csv", "report.json",
     ]
     probability = read_image(out_dir / "image_00_liver_probability.nrrd")
     assert probability.array.dtype.kind == "f"

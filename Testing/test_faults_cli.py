@@ -231,7 +231,8 @@ def test_batch_with_bad_files_segments_the_others_and_reports_each(tiny_model, t
     assert code != 0
     assert "2 of 4 images failed" in err
     assert "broken.nii.gz: Cannot read" in err and "image_b.nii.gz: unexpected ValueError" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["image_a_liver.nii.gz", "image_c_liver.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [  # the batch's report and per-case records too
+        ".liverunet-batch", "image_a_liver.nii.gz", "image_c_liver.nii.gz", "report.csv", "report.json"]
 
 
 def test_segment_a_folder_into_itself_twice_does_not_segment_its_masks(tiny_model, tmp_path, capsys):
@@ -242,8 +243,8 @@ def test_segment_a_folder_into_itself_twice_does_not_segment_its_masks(tiny_mode
     for _ in range(2):
         code, err = run(capsys, "segment", "-q", str(scans), "-o", str(scans), "--model", str(tiny_model))
         assert code == 0, err
-    assert sorted(p.name for p in scans.iterdir()) == [
-        "image_a.nii.gz", "image_a_liver.nii.gz", "image_b.nii.gz", "image_b_liver.nii.gz"]
+    assert sorted(p.name for p in scans.iterdir()) == [".liverunet-batch",
+        "image_a.nii.gz", "image_a_liver.nii.gz", "image_b.nii.gz", "image_b_liver.nii.gz", "report.csv", "report.json"]
 
 
 def test_dicom_folder_with_several_series_says_which_was_read(tiny_model, tmp_path, capsys):
