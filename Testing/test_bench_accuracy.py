@@ -346,3 +346,36 @@ def test_a_run_with_the_product_s_validation_hold_out_says_so_in_the_report(tmp_
     out = tmp_path / "accuracy.md"
     accuracy.report(tmp_path, out)
     assert "| 5 (val_n3; 3 training subjects, 1 of them validating) | 1/5 |" in out.read_text()
+
+
+def test_the_report_opens_with_the_shipped_models_then_the_notes_then_every_run(tmp_path, monkeypatch):
+    """docs/accuracy.md: the shipped models' figures first, the experiments that did not help next, the tables last."""
+    from bench import accuracy_summary
+
+    monkeypatch.setattr(accuracy_summary, "shipped_tag", lambda modality: "t" if modality == "mri" else None)
+    for fold, (subject, dice) in enumerate((("3", 0.9), ("5", 0.8))):
+        (tmp_path / f"generalisation_k1_t_fold{fold}.json").write_text(json.dumps({
+            "protocol": "generalisation", "k": 1, "tag": "t", "fold": fold, "test_subjects": [subject],
+            "annotated_slices": 40, "train_seconds": 10.0, "device": "cpu", "recipe": {},
+            "subjects": {subject: {"dice": dice, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1.0}}}))
+    (tmp_path / "generalisation_k1_other_fold0.json").write_text(json.dumps({
+        "protocol": "generalisation", "k": 1, "tag": "other", "fold": 0, "test_subjects": ["3"],
+        "annotated_slices": 40, "train_seconds": 10.0, "device": "cpu", "recipe": {},
+        "subjects": {"3": {"dice": 0.5, "hd95_mm": 10.0, "assd_mm": 2.0, "volume_ml": 1.0}}}))
+    _product_fill_results(tmp_path, guard_dice=0.91)
+    (tmp_path / "densify_k5_mci_s3.json").write_text(json.dumps({
+        "protocol": "densify", "k": 5, "mode": "mci", "subject": "3", "painted": [1], "seconds": 1.0,
+        "dice": 0.8, "hd95_mm": 9.0, "assd_mm": 3.0, "volume_ml": 1.0, "dice_scored_slices": 0.7}))
+    out = tmp_path / "accuracy.md"
+    out.with_name("accuracy_notes.md").write_text("## Experiments that did not help\n\n| what changed | Dice | HD95 | decision |\n")
+    accuracy.report(tmp_path, out)
+    text = out.read_text()
+    shipped, notes, runs = (text.index(h) for h in ("## The shipped models", "## Experiments that did not help",
+                                                    "## All measured runs"))
+    assert shipped < notes < runs
+    summary = text[shipped:notes]
+    assert "| MRI, `liver_mri_t2_default.pt` | 2 CHAOS T2-SPIR subjects" in summary
+    assert "| 0.850 ± 0.050 | 10.0 ± 0.0 | 2.00 ± 0.00 |" in summary  # the shipped run's folds only
+    assert "0.500" not in summary and "CT, " not in summary  # another tag; no CT model here
+    assert "| 2 | every 5th liver slice | 0.920 ± 0.010 | 0.700 |" in summary  # the product's fills beside the peer
+    assert "| 1 (other) | 1/5 |" in text[runs:]

@@ -28,9 +28,9 @@ def metrics_row(reference: Volume, prediction: Volume, slices: Optional[np.ndarr
     return row
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], digits: int = 3) -> str:
     """'0.910 ± 0.033' over the finite values (an empty surface gives an infinite HD95), '–' for none."""
     values = [v for v in values if np.isfinite(v)]
     if not values:
         return "–"
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
