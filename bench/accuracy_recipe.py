@@ -76,7 +76,7 @@ class Recipe:
 
     @classmethod
     def from_record(cls, recipe: dict[str, Any]) -> "Recipe":
-        """The recipe stored in a result file (fields added since take their defaults; removed ones are ignored)."""
+        """The recipe stored in a result file (fields the file lacks take their defaults; fields Recipe lacks are ignored)."""
         fields = asdict(cls())
         return cls(**{key: value for key, value in recipe.items() if key in fields})
 
