@@ -216,6 +216,16 @@ def run_devices(job: dict, emit: Emit, cancel: CancelToken) -> dict:
 JOBS = {"segment": run_segment, "train": run_train, "devices": run_devices}
 
 
+def run_segment_batch(job: dict, emit: Emit, cancel: CancelToken) -> dict:
+    """A whole batch of files (LiverUNetLib.batch.worker_job): Slicer's console script runs it in the warm worker."""
+    from .batch.worker_job import run_segment_batch as run_batch_job
+
+    return run_batch_job(job, emit, cancel)
+
+
+JOBS["segment_batch"] = run_segment_batch
+
+
 def run_job(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     """Run one job description; progress goes through ``emit``; returns the result line (a dict
     with ``event: result``). Raises :class:`LiverUNetError` (or :class:`CancelledError`)."""
