@@ -352,7 +352,7 @@ def test_the_report_opens_with_the_shipped_models_then_the_notes_then_every_run(
     """docs/accuracy.md: the shipped models' figures first, the experiments that did not help next, the tables last."""
     from bench import accuracy_summary
 
-    monkeypatch.setattr(accuracy_summary, "shipped_tag", lambda modality: "t" if modality == "mri" else None)
+    monkeypatch.setattr(accuracy_summary, "shipped_run", lambda modality: ("t", 1) if modality == "mri" else None)
     for fold, (subject, dice) in enumerate((("3", 0.9), ("5", 0.8))):
         (tmp_path / f"generalisation_k1_t_fold{fold}.json").write_text(json.dumps({
             "protocol": "generalisation", "k": 1, "tag": "t", "fold": fold, "test_subjects": [subject],
@@ -379,3 +379,20 @@ def test_the_report_opens_with_the_shipped_models_then_the_notes_then_every_run(
     assert "0.500" not in summary and "CT, " not in summary  # another tag; no CT model here
     assert "| 2 | every 5th liver slice | 0.920 ± 0.010 | 0.700 |" in summary  # the product's fills beside the peer
     assert "| 1 (other) | 1/5 |" in text[runs:]
+
+
+def test_the_shipped_models_name_the_cross_validation_they_came_from():
+    """The first section follows the shipped models' cards: their ship commands name the run and k."""
+    from bench import accuracy_summary
+    from LiverUNetLib.model_file import load_model
+    from LiverUNetLib.shipped_models import shipped_model_path
+
+    for modality in ("ct", "mri"):
+        path = shipped_model_path(modality)
+        if path is None:
+            assert accuracy_summary.shipped_run(modality) is None
+            continue
+        tag, k = accuracy_summary.shipped_run(modality)
+        command = load_model(path).card.training["command"]
+        assert f"--tag {tag}" in command if tag else "--tag" not in command
+        assert f"ship --k {k}" in command if modality == "mri" else k == 1

@@ -24,17 +24,19 @@ CT_PRODUCT_FILL = "ct_model"
 PEER_FILL = "mci"
 
 
-def shipped_tag(modality: str) -> Optional[str]:
-    """The recipe tag of the cross-validation the shipped ``modality`` model came from ("" for the untagged
-    run), read from its card's command; None when this build ships no such model."""
+def shipped_run(modality: str) -> Optional[tuple[str, int]]:
+    """(recipe tag, k) of the cross-validation the shipped ``modality`` model came from (tag "" for the untagged
+    run, k 1 unless its ship command says ``--k``), read from its card's command; None when this build ships
+    no such model."""
     from LiverUNetLib.model_file import load_model
     from LiverUNetLib.shipped_models import shipped_model_path
 
     path = shipped_model_path(modality)
     if path is None:
         return None
-    found = re.search(r"--tag (\S+)", str(load_model(path).card.training.get("command", "")))
-    return found.group(1) if found else ""
+    command = str(load_model(path).card.training.get("command", ""))
+    tag, k = re.search(r"--tag (\S+)", command), re.search(r"ship --k (\d+)", command)
+    return (tag.group(1) if tag else "", int(k.group(1)) if k else 1)
 
 
 def _row(*cells: str) -> str:
@@ -134,8 +136,8 @@ def _mean(records: list[dict[str, Any]]) -> str:
 
 def summary_lines(results: Path) -> list[str]:
     """The shipped models' section (empty when no shipped model has records under ``results``)."""
-    ct_tag, mri_tag = shipped_tag("ct"), shipped_tag("mri")
-    models = (_ct_rows(ct_tag) if ct_tag is not None else []) + (_mri_rows(results, mri_tag, 1) if mri_tag is not None else [])
+    ct, mri = shipped_run("ct"), shipped_run("mri")
+    models = (_ct_rows(ct[0]) if ct is not None else []) + (_mri_rows(results, *mri) if mri is not None else [])
     fills = _fill_rows(results)
     if not (models or fills):
         return []
