@@ -51,6 +51,7 @@ from .training_checkpoints import (  # noqa: F401
 from .training_folds import _run_name, split_cases, training_runs  # noqa: F401
 from .training_sampler import _PreparedCase, _SliceSampler, neighbour_masks, prepare_case  # noqa: F401
 from .training_start import fine_tuning_preprocess, start_network_dice, start_networks_worth_keeping  # noqa: F401
+from .training_distributed import training_hooks
 from .volume import Volume
 
 
@@ -303,7 +304,9 @@ def train(
         network_config, preprocess = config.network_config(), config.preprocess_config()
 
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    # under torchrun, DDP across the processes (training_distributed.py); in one process the hooks do nothing
+    hooks = training_hooks(resolve_device(config.device), config.batch_size)
+    device, progress = hooks.device, hooks.progress(progress)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     cpu_generator = torch.Generator().manual_seed(config.seed)
     progress(ProgressEvent(Stage.PREPROCESSING, 0.0, f"Preparing {len(cases)} case(s) on {describe_device(device)}"))
@@ -335,8 +338,8 @@ def train(
     state: dict[str, Any] = {"fold": 0, "epoch": 0, "finished": [], "fold_dice": [], "epochs_run": []}
     start_weights = "scratch" if init is None else weights_digest([n.state_dict() for n in init.networks])
     fingerprint = inputs_digest(cases, start_weights) if resume else ""
-    if resume and resume_file.is_file():
-        saved = read_resume_checkpoint(resume_file, config.to_dict(), names, fingerprint)
+    if resume and hooks.from_writer(resume_file.is_file):
+        saved = hooks.from_writer(lambda: read_resume_checkpoint(resume_file, config.to_dict(), names, fingerprint))
         if saved is not None:
             state = saved
             resumed = _run_name(state["fold"], runs[state["fold"]][0], len(splits), config.networks_per_fold)
@@ -376,10 +379,12 @@ def train(
             best_state, best_dice, best_epoch = state.get("best_state"), state["best_dice"], state["best_epoch"]
             start_epoch = state["epoch"]
             cpu_generator.set_state(state["cpu_rng"])
+        train_net = hooks.wrap(net)  # DDP with synchronised batch norm under torchrun; net itself otherwise
         # the context comes from the model (an init model's, when fine-tuning), not from the settings
         sampler = _SliceSampler(
             [prepared[i] for i in train_idx], config, network_config.size_multiple, cpu_generator, preprocess.context_slices
         )
+        hooks.split(sampler, config.seed, [cpu_generator, generator])
         validation = [prepared[i] for i in val_idx]
         epoch_samples = sampler.samples(steps_per_epoch * config.batch_size)
         progress(ProgressEvent(Stage.PREPROCESSING, None, f"{name}: {config.epochs} epochs of {epoch_samples} slices "
@@ -388,13 +393,14 @@ def train(
         epoch = start_epoch - 1  # a checkpoint written after the last epoch resumes with nothing left to run
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.perf_counter()
+            hooks.start_epoch(run, epoch)
             losses = []
             for batch in sampler.batches(steps_per_epoch * config.batch_size):
-                cancel.check()
+                hooks.check_cancel(cancel)
                 batch = augment(batch, generator if device.type != "cpu" else cpu_generator)
                 image = batch.image.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = net(image)
+                    logits = train_net(image)
                 loss = dice_bce_loss(logits[:, :1], batch.mask[:, :1], batch.valid, config.bce_weight,
                                      config.boundary_weight)
                 if config.neighbour_organs:
@@ -415,7 +421,7 @@ def train(
             selectable = checkpoint_selectable((epoch + 1) * steps_per_epoch, total_steps)
             if validation and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
                 progress(ProgressEvent(Stage.VALIDATING, None, f"Validating {name}"))
-                dice = validation_dice(net, validation, network_config.in_channels // 2)
+                dice = hooks.validation_dice(validation_dice, net, validation, network_config.in_channels // 2)
                 if selectable and dice > best_dice:
                     best_dice, best_epoch = dice, epoch
                     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -431,14 +437,14 @@ def train(
                     epochs=config.epochs,
                     fold=run + 1,
                     folds=len(runs),
-                    loss=float(np.mean(losses)) if losses else None,
+                    loss=hooks.mean(float(np.mean(losses))) if losses else None,
                     validation_dice=dice,
                     eta_seconds=float(np.mean(epoch_times[-5:]) * remaining),
                 )
             )
             stop_early = (validation and config.patience > 0 and best_state is not None
                           and epoch - best_epoch >= config.patience)
-            if resume and write_checkpoints:
+            if resume and write_checkpoints and hooks.writes:
                 try:
                     _atomic_torch_save(
                         {
@@ -510,6 +516,7 @@ def train(
             "device": describe_device(device),
             "precision": "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
             "seconds": round(time.perf_counter() - started, 1),
+            **hooks.card(),
         },
         validation={
             "split": "by case" + (f", {config.folds}-fold" if config.folds > 1 else "")
@@ -520,7 +527,9 @@ def train(
         },
     )
     progress(ProgressEvent(Stage.WRITING, 1.0, f"Saving {output}"))
-    save_model(model, output, half_precision=config.save_half_precision)
-    resume_file.unlink(missing_ok=True)
+    if hooks.writes:
+        save_model(model, output, half_precision=config.save_half_precision)
+        resume_file.unlink(missing_ok=True)
+    hooks.finish()
     progress(ProgressEvent(Stage.DONE, 1.0, "Training finished"))
     return TrainResult(output, mean_dice, epochs_run, fold_dice, time.perf_counter() - started, describe_device(device))

@@ -100,6 +100,9 @@ class _SliceSampler:
         self.crop = max(multiple, (config.crop_size // multiple) * multiple)
         self.batch_size = config.batch_size
         self.generator = generator
+        # the shuffled order, and this process's share of each batch: all of it in one process; under DDP one
+        # order generator seeded alike everywhere and every world-th slice from the rank-th (see share)
+        self.order_generator, self.rank, self.world = generator, 0, 1
         self.pairs = [(c, a) for c, case in enumerate(cases) for a in range(len(case.annotated))]
         if not self.pairs:
             raise LiverUNetError("No annotated slice in the training cases.")
@@ -125,6 +128,11 @@ class _SliceSampler:
         both = both[:, top : top + self.crop, left : left + self.crop]
         return both[: len(image)], both[len(image) :]
 
+    def share(self, rank: int, world: int, order: torch.Generator) -> None:
+        """Draw the order with ``order`` and keep every ``world``-th slice of each batch from the ``rank``-th:
+        the processes of a distributed run split each batch (training_distributed.py)."""
+        self.rank, self.world, self.order_generator = rank, world, order
+
     def samples(self, requested: int) -> int:
         """Slices one epoch draws: ``requested``, or at least every annotated slice once
         (``TrainConfig.every_slice_each_epoch``)."""
@@ -139,13 +147,14 @@ class _SliceSampler:
         count = self.samples(samples)
         if self.weights is None and count < len(self.pairs):
             # a fresh random subset each epoch: every slice is drawn over the epochs, none twice in one
-            order = torch.randperm(len(self.pairs), generator=self.generator)[:count]
+            order = torch.randperm(len(self.pairs), generator=self.order_generator)[:count]
         elif self.weights is None:
-            order = torch.randperm(count, generator=self.generator) % len(self.pairs)
+            order = torch.randperm(count, generator=self.order_generator) % len(self.pairs)
         else:
-            order = torch.multinomial(self.weights, count, replacement=True, generator=self.generator)
+            order = torch.multinomial(self.weights, count, replacement=True, generator=self.order_generator)
         for start in range(0, count - self.batch_size + 1 if count >= self.batch_size else 1, self.batch_size):
-            chosen = order[start : start + self.batch_size].tolist()
+            batch = order[start : start + self.batch_size].tolist()
+            chosen = batch[self.rank :: self.world] or batch[:1]  # a batch smaller than the processes: one each
             images, masks = zip(*(self._sample(self.cases[self.pairs[i][0]], self.pairs[i][1]) for i in chosen))
             image = torch.stack(images)
             yield Batch(image, torch.stack(masks), torch.ones(len(chosen), device=image.device))
