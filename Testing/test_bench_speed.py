@@ -1,145 +1,176 @@
-"""bench/speed.py works: its pieces run on a tiny synthetic volume and a tiny model (no timing asserted)."""
+"""bench/speed.py runs end to end on a tiny 2.5D ensemble: ours, MONAI's pipeline, the model alone, peak RAM and
+the report, so the benchmark of the shipped models cannot silently break (no timing is asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cli_phantoms import TINY_SETTINGS, phantom
+from engine_helpers import box_volume, dice, pointwise_model, pointwise_network
 from LiverUNetLib.image_io import read_image, write_image
-from LiverUNetLib.model_file import LiverModel, save_model
-from LiverUNetLib.networks import NetworkConfig
-from LiverUNetLib.preprocessing import Modality, PreprocessConfig
+from LiverUNetLib.labels import sparse_label_from_mask
+from LiverUNetLib.model_file import LiverModel, load_model, save_model
+from LiverUNetLib.preprocessing import Modality
 from LiverUNetLib.volume import Volume
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+speed = pytest.importorskip("bench.speed")
+speed_monai = pytest.importorskip("bench.speed_monai")
+speed_report = pytest.importorskip("bench.speed_report")
+speed_cases = pytest.importorskip("bench.speed_cases")
+ours_segment_file = pytest.importorskip("bench.speed_measure").ours_segment_file
+
+
+def _require_monai() -> None:
+    pytest.importorskip("monai", reason="MONAI is a benchmark-only dependency (pip install -e '.[bench]')")
+    pytest.importorskip("skimage", reason="MONAI's KeepLargestConnectedComponentd needs scikit-image ('.[bench]')")
 
 
 @pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", REPO_ROOT / "bench" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed"] = module
-    spec.loader.exec_module(module)
-    return module
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """A 2.5D ensemble of two networks (context 1, two networks in one fold) trained on MRI-like phantoms, the
+    same networks as a CT model, and an MRI and a CT phantom with their labels."""
+    from LiverUNetLib.training import TrainConfig, TrainingCase, train
+
+    folder = tmp_path_factory.mktemp("speed")
+    cases = []
+    for seed in (0, 1):
+        image, label = phantom(seed)
+        cases.append(TrainingCase(f"p{seed}", image, sparse_label_from_mask(image, label)))
+    config = TrainConfig(**{**TINY_SETTINGS, "context_slices": 1, "networks_per_fold": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads spin against each other on a shared 2-core machine (engine_helpers)
+    try:
+        mri_model = train(cases, config, folder / "tiny_mri.pt", resume=False).model_path
+    finally:
+        torch.set_num_threads(threads)
+    model = load_model(mri_model)
+    ct = LiverModel(model.networks, model.network_config,
+                    dataclasses.replace(model.preprocess, modality=Modality.CT), model.card, model.threshold)
+    image, label = phantom(2)
+    paths = {"mri_model": Path(mri_model), "ct_model": save_model(ct, folder / "tiny_ct.pt"),
+             "mri": folder / "mri.nii.gz", "mri_label": folder / "mri_label.nii.gz",
+             "ct": folder / "ct.nii.gz", "ct_label": folder / "ct_label.nii.gz"}
+    write_image(image, paths["mri"])
+    write_image(label, paths["mri_label"])
+    # Hounsfield-like: the background below -500 (air), the bright ellipsoid near soft tissue
+    write_image(image.with_array((image.array.astype(np.int16) - 1100)), paths["ct"])
+    write_image(label, paths["ct_label"])
+    return paths
 
 
-def _phantom(tmp_path: Path) -> Path:
-    """A 6-slice 40x48 'abdomen' (bright ellipse in a dark background) with LAS-like axes."""
-    k, j, i = np.mgrid[0:6, 0:40, 0:48]
-    body = ((j - 20) / 16.0) ** 2 + ((i - 24) / 20.0) ** 2 < 1
-    organ = ((j - 18) / 7.0) ** 2 + ((i - 17) / 8.0) ** 2 < 1
-    array = (body * 300 + organ * 400 + np.random.default_rng(0).normal(0, 10, body.shape)).astype(np.int16)
-    affine = np.diag([-2.5, 2.5, 6.0, 1.0])
-    path = tmp_path / "phantom.nii.gz"
-    write_image(Volume(array, affine), path)
-    return path
+def test_the_benchmark_runs_ours_and_monai_on_a_25d_ensemble(tiny, tmp_path, capsys):
+    _require_monai()
+    out = tmp_path / "speed.json"
+    argv = ["--mri", str(tiny["mri"]), "--mri-label", str(tiny["mri_label"]), "--mri-model", str(tiny["mri_model"]),
+            "--ct", str(tiny["ct"]), "--ct-label", str(tiny["ct_label"]), "--ct-model", str(tiny["ct_model"]),
+            "--repeats", "1", "--threads", "1", "--batch-size", "4", "--skip-training", "--skip-memory",
+            "--json", str(out)]
+    assert speed.main(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("end-to-end speed-up vs MONAI: ") and float(printed[-1].split(": ")[1]) > 0
+
+    report = json.loads(out.read_text())
+    for name in ("mri", "ct"):
+        entry = report["end_to_end"][name]
+        assert entry["ours"]["total"] > 0 and entry["monai"]["total"] > 0 and len(entry["ours"]["runs"]) == 1
+        assert 0.0 <= entry["mask_dice_ours_vs_monai"] <= 1.0
+        assert set(entry["reference_dice"]) == {"ours", "monai"}
+        only = report["model_only"][name]
+        assert only["networks"] == 2 and only["network_input"][0] == 3  # the 2.5D stack of 3 slices
+        assert only["fp32"]["compute_bound_s"] > 0 and only["fp32"]["times_bound"] > 0
+    assert report["models"]["mri"]["networks"] == 2 and report["models"]["mri"]["in_channels"] == 3
+    assert any(line.startswith("| end to end, ct 44x40x8 ") for line in printed)
 
 
-def _tiny_model(tmp_path: Path) -> tuple[LiverModel, Path]:
-    torch.manual_seed(0)
-    model = LiverModel.create(NetworkConfig(base_channels=4, depth=2), PreprocessConfig(in_plane_spacing_mm=2.5))
-    model.eval()
-    path = save_model(model, tmp_path / "tiny.pt")
-    return model, path
+def test_peak_ram_of_fresh_processes_on_the_long_ct(tiny, tmp_path):
+    """The 200-slice CT made from the CT phantom, segmented by `liverunet segment` and by MONAI in new processes."""
+    _require_monai()
+    args = speed.build_parser().parse_args(["--threads", "1"])
+    cases = speed_cases.build_cases(None, None, tiny["ct"], tiny["ct_model"], tmp_path)
+    long_ct = [c for c in cases if not c.timed]
+    assert [c.name for c in long_ct] == ["ct_44x40x200"]
+    memory = speed.memory_section(long_ct, args, with_monai=True, log=lambda line: None)
+    assert memory["ct_44x40x200"]["ours"]["peak_mb"] > 100  # torch alone takes more
+    assert memory["ct_44x40x200"]["monai"]["peak_mb"] > 100
 
 
-def test_ours_end_to_end_and_model_only(tmp_path, speed):
-    source = _phantom(tmp_path)
-    model, _ = _tiny_model(tmp_path)
-    stages = speed.ours_segment_file(source, tmp_path / "out.nii.gz", model)
-    assert set(stages) >= {"total", "read", "segment", "write"}
-    mask = read_image(tmp_path / "out.nii.gz")
-    assert mask.array.shape == (6, 40, 48)
+@pytest.mark.parametrize("directions", [np.eye(3), np.diag([-1.0, -1.0, 1.0])], ids=["ras", "lps"])
+def test_monai_feeds_the_networks_what_ours_does(tmp_path, directions):
+    """Hand-set networks whose liver is the superior neighbour's bright box: a transposed, flipped or reversed
+    stack in the MONAI pipeline moves its mask away from ours."""
+    _require_monai()
+    volume, box = box_volume()
+    matrix = volume.ijk_to_ras.copy()
+    matrix[:3, :3] = directions @ matrix[:3, :3]
+    source = tmp_path / "box.nii.gz"
+    write_image(Volume(volume.array, matrix), source)
+    model = pointwise_model(context_slices=1, networks=[pointwise_network(3, source_channel=2) for _ in range(2)])
 
-    volume = read_image(source)
-    batch = speed.network_batch(volume, model)
-    assert batch.shape[0] == 6 and batch.shape[-1] % model.network_config.size_multiple == 0
-    assert speed.flops_per_volume(model, batch) > 0
-    networks = speed.inference_networks(model, torch.device("cpu"))
-    assert speed.model_forward_seconds(networks, batch, 4, None, torch.device("cpu")) > 0
-    assert speed.measured_peak_flops(torch.float32, size=64, repeats=1) > 0
-
-
-def test_peak_ram_subprocess(tmp_path, speed):
-    source = _phantom(tmp_path)
-    _, model_path = _tiny_model(tmp_path)
-    result = speed.peak_ram("ours", source, model_path, None, threads=1, timeout=300)
-    assert result["peak_mb"] >= result["baseline_mb"] > 0
+    ours = ours_segment_file(source, tmp_path / "ours.nii.gz", model)
+    run = speed_monai.MonaiEnsemblePipeline(model, batch_size=4, device="cpu").run(source, tmp_path / "monai")
+    assert ours["total"] > 0 and run.total > 0
+    ours_mask = read_image(tmp_path / "ours.nii.gz").array
+    monai_mask = read_image(run.output).array
+    shifted = np.roll(box, -1, axis=0)  # each slice shows its superior neighbour's box
+    assert dice(ours_mask, shifted) > 0.95
+    assert dice(monai_mask, ours_mask) > 0.95
 
 
-def test_monai_pipeline_same_network(tmp_path, speed):
-    pytest.importorskip("monai", reason="MONAI is a benchmark-only dependency (pip install -e '.[bench]')")
-    pytest.importorskip("skimage", reason="MONAI's KeepLargestConnectedComponent needs scikit-image ('.[bench]')")
-    source = _phantom(tmp_path)
-    model, _ = _tiny_model(tmp_path)
-    out = speed.MonaiPipeline(model, batch_size=4).run(source, tmp_path / "monai")
-    written = read_image(out["output"])
-    original = read_image(source)
-    assert written.array.shape == original.array.shape
-    assert np.allclose(written.ijk_to_ras, original.ijk_to_ras, atol=1e-4)
+def test_neighbours_are_stacked_as_channels_repeated_at_the_ends():
+    volume = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 2, 3, 4)  # (1, H, W, S), slice s holds s
+    stack = speed_monai.stack_neighbours(volume, 1)
+    assert stack.shape == (4, 3, 2, 3)
+    assert stack[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
 
 
-def test_monai_wrapper_maps_ras_back_to_native_order(speed):
-    """The wrapper shows the networks slices in the file's own row/column order."""
-    seen = []
-
-    class Probe(torch.nn.Module):
-        def forward(self, x):
-            seen.append(x.clone())
-            return torch.zeros_like(x[:, :1])
-
-    model = LiverModel.create(NetworkConfig(base_channels=4, depth=2), PreprocessConfig())
-    wrapper = speed.MonaiNetwork(model)
-    wrapper.nets = torch.nn.ModuleList([Probe()])
-    native = torch.arange(12.0).view(1, 1, 3, 4)  # rows J, columns I
-    # I runs toward L (-R), J toward A: RAS X = flipped I, Y = J
-    wrapper.set_native_axes(np.diag([-1.0, 1.0, 1.0, 1.0]))
-    ras = torch.flip(native, (-1,)).transpose(-1, -2)[..., None]  # (B, 1, X, Y, 1)
-    out = wrapper(ras)
-    assert torch.equal(seen[0], native)
-    assert out.shape == ras.shape
+def test_a_model_of_one_modality_runs_only_its_images(tiny):
+    args = speed.build_parser().parse_args(["--model", str(tiny["ct_model"]), "--ct", str(tiny["ct"]),
+                                            "--mri", str(tiny["mri"]), "--skip-large-ct"])
+    cases = speed.choose_cases(args, Path("unused"))
+    assert [(c.name, c.model_path, c.shipped) for c in cases] == [("ct", tiny["ct_model"], False)]
 
 
-def test_training_throughput_and_report(tmp_path, speed):
-    from LiverUNetLib.labels import sparse_label_from_mask
-    from LiverUNetLib.training import TrainingCase
+def test_the_large_ct_mirrors_the_scan_along_z(tmp_path):
+    source = tmp_path / "ct.nii.gz"
+    array = np.arange(3, dtype=np.int16)[:, None, None] * np.ones((3, 8, 6), np.int16) - 1000
+    write_image(Volume(array, np.eye(4)), source)
+    name, big = speed_cases.synthesise_large_ct(source, tmp_path, slices=7)
+    assert name == "ct_6x8x7"
+    assert read_image(big).array[:, 0, 0].tolist() == [-1000, -999, -998, -998, -999, -1000, -1000]
 
-    source = _phantom(tmp_path)
-    image = read_image(source)
-    label = image.with_array((image.array > 500).astype(np.uint8))
-    case = TrainingCase("p", image, sparse_label_from_mask(image, label, label_value=1, dense=True))
-    settings = {"base_channels": 4, "depth": 2, "crop_size": 16, "batch_size": 2, "device": "cpu"}
-    result = speed.training_throughput([case], settings, epochs=2, samples=4)
-    assert result["slices_per_s"] > 0
 
+def test_the_docs_block_is_replaced_and_the_notes_kept(tmp_path):
     report = {
-        "command": "python bench/speed.py --model tiny.pt",
-        "machine": speed.machine_description(),
-        "model": {"path": "tiny.pt", "base_channels": 4, "in_plane_spacing_mm": 2.5, "folds": 1},
-        "repeats": speed.repeats_note(1),
-        "end_to_end": {"mri": {"ours": {"total": 1.0}, "monai": {"total": 2.0}, "speedup_vs_monai": 2.0,
-                               "mask_dice_ours_vs_monai": 1.0}},
-        "training": result,
+        "command": "python bench/speed.py --repeats 1",
+        "machine": {"cpu": "cpu", "cpu_count": 2, "torch_threads": 2, "memory_gib": 4.0, "avx512_bf16": True,
+                    "amx_bf16": False, "gpu": None, "python": "3.11", "torch": "2", "monai": "1.6.1"},
+        "models": {"mri": {"path": "m.pt", "networks": 5, "base_channels": 16, "in_plane_spacing_mm": 2.5,
+                           "in_channels": 3}},
+        "repeats": "1 timed run",
+        "end_to_end": {"mri": {"label": "mri 256x256x36",
+                               "ours": {"total": 1.0, "read": 0.1, "segment": 0.8, "write": 0.1, "runs": [1.0]},
+                               "monai": {"total": 2.5, "preprocess": 0.3, "infer": 2.0, "postprocess": 0.1,
+                                         "write": 0.1, "runs": [2.5]},
+                               "speedup_vs_monai": 2.5, "mask_dice_ours_vs_monai": 0.99,
+                               "reference_dice": {"ours": 0.95, "monai": 0.94}}},
+        "peak_ram_mb": {"mri": {"ours": {"peak_mb": 500.0}, "monai": {"peak_mb": 1000.0}}},
         "finished": "now",
     }
     markdown, raw = tmp_path / "benchmarks.md", tmp_path / "benchmarks.json"
     markdown.write_text("# Benchmarks\n\nhand-written notes\n")
-    speed.write_docs(report, markdown, raw)
-    speed.write_docs(report, markdown, raw)  # idempotent: the block is replaced, notes kept
+    raw.write_text(json.dumps({"other": 1}))
+    speed_report.write_docs(report, markdown, raw)
+    speed_report.write_docs(report, markdown, raw)  # the block is replaced, not added again
     text = markdown.read_text()
-    assert text.count(speed.DOC_START) == 1 and "hand-written notes" in text
-    assert json.loads(raw.read_text())["latest"]["end_to_end"]["mri"]["speedup_vs_monai"] == 2.0
-
-
-def test_synthetic_large_ct(tmp_path, speed):
-    source = tmp_path / "ct.nii.gz"
-    write_image(Volume(np.full((3, 8, 8), -1000, np.int16), np.eye(4)), source)
-    big = speed.synthesise_large_ct(source, tmp_path / "big.nii.gz", slices=7)
-    assert read_image(big).array.shape == (7, 8, 8)
-    assert speed.with_modality(_tiny_model(tmp_path)[0], Modality.CT).preprocess.modality is Modality.CT
+    assert text.count(speed_report.DOC_START) == 1 and "hand-written notes" in text
+    assert "| end to end, mri 256x256x36 (s, median; runs 1.00-1.00) | **1.00** | 2.50 | **2.50** |" in text
+    assert "| peak RAM, mri (MiB, VmHWM of a fresh process) | 500 | 1000 | 2.00 |" in text
+    stored = json.loads(raw.read_text())
+    assert stored["other"] == 1 and stored["latest"]["end_to_end"]["mri"]["speedup_vs_monai"] == 2.5
+    assert speed_report.speedup_line(report) == "end-to-end speed-up vs MONAI: 2.50"
