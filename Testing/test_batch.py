@@ -283,6 +283,10 @@ def test_folder_glob_and_single_image_inputs(tmp_path):
         cases_from_inputs([str(folder / "*.mha")], tmp_path / "out", ".nii.gz")
     with pytest.raises(LiverUNetError, match="--shard"):
         Shard.parse("3/3")
+    from LiverUNetLib.batch import Engine
+    from LiverUNetLib.cli.segment import ENGINES
+
+    assert set(ENGINES) == {engine.value for engine in Engine}
     assert BatchSettings(tta=True).recipe() != BatchSettings().recipe()
     assert BatchSettings(threads=4, batch_size=2).recipe() == BatchSettings().recipe()  # speed settings only
 

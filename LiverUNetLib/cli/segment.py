@@ -17,7 +17,7 @@ from ..errors import CancelledError, LiverUNetError
 from .common import EXIT_OK, EXIT_USER_ERROR, positive_int, warn, warn_reading_notes
 from .progress_bar import ProgressBar
 
-ENGINES = ("auto", "processes", "dask")
+ENGINES = ("auto", "processes", "dask")  # batch.Engine's values (not imported here: it imports torch)
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -186,9 +186,9 @@ def _run_batch(args: argparse.Namespace, bar: ProgressBar, cases: list[Any]) -> 
     if plan.done:
         print(f"{len(plan.done)} of {len(cases)} cases were done earlier (their outputs are complete); "
               f"segmenting the other {len(plan.todo)}", file=sys.stderr)
-    here = options.workers == 1 and options.engine_used() is not Engine.DASK
-    if len(plan.todo) > 1 or not here:
-        bar.set_prefix(f"[1/{len(plan.todo)}] " if here else "")
+    here = options.workers == 1 and options.engine_used() is not Engine.DASK  # this process, with a progress bar
+    if here and len(plan.todo) > 1:
+        bar.set_prefix(f"[1/{len(plan.todo)}] ")
 
     def on_case(row: Any, count: int, todo: int) -> None:
         bar.finish()
