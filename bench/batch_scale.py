@@ -251,9 +251,12 @@ def main() -> None:
     for part in (seg, ddp):
         part.add_argument("--json", type=Path, help="merge the results into this JSON file")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     results = run_segment(args) if args.part == "segment" else run_ddp(args)
+    # other programs on the machine slow one-thread workers and multi-threaded processes differently: said here
     results["machine"] = {"cpu_cores": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "python": platform.python_version()}
+                          "python": platform.python_version(), "load_average_1min_before_after":
+                          [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
     print(json.dumps(results, indent=1))
     if args.json:
         data = json.loads(args.json.read_text()) if args.json.is_file() else {}
