@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +74,29 @@ def test_synchronised_batch_norm_is_the_whole_batch_s(tmp_path):
         for mine, whole in zip(saved["grads"], net.parameters()):
             torch.testing.assert_close(mine, whole.grad, atol=1e-8, rtol=1e-8)
         torch.testing.assert_close(saved["running"], net[1].running_var, atol=1e-9, rtol=1e-9)
+
+
+# ---- the split of each batch -------------------------------------------------------------------------
+def test_the_processes_split_each_batch_of_the_one_process_order():
+    from LiverUNetLib.training import TrainConfig
+    from LiverUNetLib.training_sampler import _PreparedCase, _SliceSampler
+
+    case = _PreparedCase("c", torch.zeros(20, 8, 8), torch.zeros(20, 1, 8, 8), np.arange(20), np.ones(20))
+    config = TrainConfig(batch_size=6, crop_size=8, context_slices=0)
+
+    def drawn(rank: int, world: int) -> list[list[int]]:
+        sampler = _SliceSampler([case], config, 8, torch.Generator().manual_seed(5))
+        if world > 1:
+            sampler.share(rank, world, torch.Generator().manual_seed(9))
+        else:
+            sampler.order_generator = torch.Generator().manual_seed(9)
+        sampler._sample = lambda _case, position: (torch.full((1, 8, 8), float(position)), torch.zeros(1, 8, 8))
+        return [batch.image[:, 0, 0, 0].int().tolist() for batch in sampler.batches(18)]
+
+    whole, first, second = drawn(0, 1), drawn(0, 2), drawn(1, 2)
+    assert len(whole) == len(first) == len(second) == 3  # the same number of steps on every process
+    for batch, mine, theirs in zip(whole, first, second):
+        assert len(mine) == len(theirs) == 3 and sorted(mine + theirs) == sorted(batch)
 
 
 # ---- training through torchrun -----------------------------------------------------------------------
