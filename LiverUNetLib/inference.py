@@ -46,6 +46,7 @@ from .preprocessing import (
     to_slice_first,
 )
 from .progress import CancelToken, ProgressCallback, ProgressEvent, Stage, ignore_progress
+from .quality import QualityEstimate, calibration_of, estimate_quality, measure_uncertainty
 from .volume import Volume
 
 TTA_SCALES = (1.0, 0.9, 1.1)
@@ -73,6 +74,8 @@ class InferenceConfig:
     half_precision: bool = True
     allow_modality_mismatch: bool = False
     crop_to_body: bool = False
+    # the estimated Dice and least-sure slices (quality.py): sums over the probability map already in memory
+    estimate_quality: bool = True
 
 
 @dataclass
@@ -84,6 +87,8 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     # which model ran, in words: the shipped model chosen for the image and why, or the model given
     model: str = ""
+    # how sure the result is: estimated Dice with its range, the slices to check first (quality.py)
+    quality: Optional[QualityEstimate] = None
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -354,6 +359,9 @@ def segment_volume(
         if config.fill_holes:
             inner = fill_holes_per_slice(inner, 0)
         mask[box] = inner
+    quality = None
+    if config.estimate_quality:  # the canonical orientation flips only in plane: slice indices are the image's
+        quality = estimate_quality(measure_uncertainty(probability, mask), calibration_of(liver_model.card.quality), axis)
     mask_kji = np.ascontiguousarray(np.moveaxis(orientation.undo(mask).astype(np.uint8), 0, axis))
     if not mask_kji.any():
         warnings.append("No liver was found in this image. Check the field of view and the modality.")
@@ -369,4 +377,5 @@ def segment_volume(
         time.perf_counter() - started,
         warnings + predictor.warnings,
         model_used,
+        quality,
     )

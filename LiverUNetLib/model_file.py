@@ -42,6 +42,9 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    # the quality estimate's calibration for this model (quality.QualityCalibration.to_dict; bench/quality.py);
+    # empty: the generic one. Outside the header checksum: it changes no mask.
+    quality: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class ModelCard:
             "training": self.training,
             "validation": self.validation,
             "data": self.data,
+            "quality": self.quality,
         }
 
     @classmethod
@@ -110,7 +114,8 @@ class LiverModel:
             f"{p.in_channels} slice(s) per input (2.5D context {p.context_slices})",
             f"threshold: {self.threshold}",
         ]
-        for title, section in (("training", c.training), ("validation", c.validation), ("data", c.data)):
+        for title, section in (("training", c.training), ("validation", c.validation), ("data", c.data),
+                               ("quality calibration", c.quality)):
             if section:
                 lines.append(f"{title}:")
                 for key, value in section.items():
