@@ -109,6 +109,7 @@ def run_segment(job: dict, emit: Emit, cancel: CancelToken) -> dict:
         "liver_ml": float(result.mask.array.sum()) * result.mask.voxel_volume_ml,
         "warnings": list(result.warnings),
         "model": model_used,
+        "quality": result.quality.to_dict() if result.quality is not None else None,
     }
 
 

@@ -15,6 +15,7 @@ from LiverUNetSlicerLib.liver_segment import findLiverSegmentId
 from LiverUNetSlicerLib.logic import JobHandle, JobResult, LiverUNetLogic
 from LiverUNetSlicerLib.models import ModelEntry, licenceNote, shippedModelPaths
 from LiverUNetSlicerLib.run_state import JobRunState
+from LiverUNetSlicerLib.slice_suggestions import SliceTargets, jumpToNext, qualityOf, qualityText
 from LiverUNetSlicerLib.torch_version import installedTorchVersion
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
@@ -33,7 +34,10 @@ class SegmentPanel:
         self.run = JobRunState(self._setRunning)
         self._entries: list[ModelEntry] = []
         self.deviceFacts: Optional[DeviceFacts] = None
+        self._segmentedVolume = None
         self._deviceQuery: Optional[JobHandle] = None
+        self.targets: Optional[SliceTargets] = None  # the last result's least-sure slices
+        self._addQualityRow(ui)
         ui.segmentButton.clicked.connect(self.onSegmentOrCancel)
         ui.restoreButton.clicked.connect(self.onRestore)
         ui.importModelButton.clicked.connect(self.onImportModel)
@@ -42,6 +46,34 @@ class SegmentPanel:
         ui.outputSegmentationSelector.currentNodeChanged.connect(self.onOutputChanged)
         self.refreshModels()
         qt.QTimer.singleShot(500, self.updateDeviceWarning)  # after the panel is shown
+
+    def _addQualityRow(self, ui) -> None:
+        """The last result's estimated Dice and least-sure slices, and a button that jumps the views there."""
+        self.qualityLabel = qt.QLabel()
+        self.qualityLabel.wordWrap = True
+        self.jumpButton = qt.QPushButton("Jump to least sure slice")
+        self.jumpButton.toolTip = "Move the slice views to the next of the slices the result is least sure on."
+        self.jumpButton.enabled = False
+        self.jumpButton.clicked.connect(self.onJump)
+        row = qt.QHBoxLayout()
+        row.addWidget(self.qualityLabel, 1)
+        row.addWidget(self.jumpButton)
+        ui.segmentCollapsibleButton.layout().addRow(row)
+
+    def onJump(self) -> None:
+        if self.targets is not None:
+            sliceIndex = jumpToNext(self.targets)
+            self.jumpButton.toolTip = f"Showing slice {sliceIndex}; press again for the next one."
+
+    def _showQuality(self, result: Optional[JobResult], volumeNode) -> None:
+        quality = qualityOf({"quality": result.quality}) if result is not None else None
+        if quality is None or volumeNode is None:
+            self.targets, self.qualityLabel.text = None, ""
+        else:
+            self.targets = SliceTargets.onNode(quality.least_sure_slices, quality.slice_axis, volumeNode)
+            self.qualityLabel.text = qualityText(quality)
+            self.log(self.qualityLabel.text)
+        self.jumpButton.enabled = bool(self.targets is not None and self.targets.slices)
 
     def updateDeviceWarning(self) -> None:
         """Ask a worker once whether its torch has a GPU (torch is never imported in Slicer's process)."""
@@ -149,6 +181,8 @@ class SegmentPanel:
             slicer.util.errorDisplay("There is no model to segment with. Train one from painted segments first.")
             return
         self.log(f"Segmenting '{params.inputVolume.GetName()}' with {entry.name} on {params.device.label()}...")
+        self._segmentedVolume = params.inputVolume  # the grid the result's slice indices refer to
+        self._showQuality(None, None)  # the previous result's slices no longer apply
         try:
             self.run.start(lambda finished: self.logic.segmentLiverAsync(
                 params.inputVolume, output, entry.path, params.device, params.tta,
@@ -170,6 +204,7 @@ class SegmentPanel:
                 params.outputSegmentation = node
             node.CreateClosedSurfaceRepresentation()
             self.log(f"Done: the Liver segment is in '{node.GetName()}'" + (f"; {result.message}." if result.message else "."))
+            self._showQuality(result, self._segmentedVolume)
         elif result.status is JobStatus.CANCELLED:
             self.log("Cancelled; nothing was changed.")
         else:

@@ -163,7 +163,7 @@ class EffectJob:
             prediction = fillUnpainted(self.snapshot.painted, prediction)
         applyMask(self.effect, self.snapshot, prediction, self.modeSet)
         self._end(JobResult(JobStatus.SUCCEEDED, "", self.snapshot.segmentId,
-                            list(outcome.result.get("warnings") or [])))
+                            list(outcome.result.get("warnings") or []), outcome.result.get("quality")))
 
     # --- plumbing -------------------------------------------------------------------------------
     def _run(self, job: dict, name: str, share: float, offset: float, then: Callable[[WorkerOutcome], None],

@@ -78,6 +78,8 @@ class JobResult:
     message: str = ""
     value: Any = None
     warnings: list[str] = field(default_factory=list)
+    # a segmentation's quality estimate (LiverUNetLib.quality.QualityEstimate.to_dict), when the worker sent one
+    quality: Optional[dict[str, Any]] = None
 
     @property
     def succeeded(self) -> bool:
@@ -175,7 +177,7 @@ class LiverUNetLogic:
             placeBeside(target, volumeNode)
             used = outcome.result.get("model")  # which model ran and why (the shipped one of the image's modality)
             return JobResult(JobStatus.SUCCEEDED, f"segmented with {used}" if used else "", target,
-                             list(outcome.result.get("warnings") or []))
+                             list(outcome.result.get("warnings") or []), outcome.result.get("quality"))
 
         return self._start(job.toDict(), workDir, finish, onProgress, onLog, onFinished, scheduler, warm=True)
 

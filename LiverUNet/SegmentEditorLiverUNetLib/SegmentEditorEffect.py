@@ -24,6 +24,8 @@ from LiverUNetSlicerLib.logic import JobResult
 from LiverUNetSlicerLib.models import ModelLibrary, modelChoices
 from LiverUNetSlicerLib.options import Device, EffectMode
 from LiverUNetSlicerLib.run_state import JobRunState
+from LiverUNetSlicerLib.slice_suggestions import (SliceTargets, jumpToNext, leastSureTargets, paintTargets,
+                                                  paintText, qualityOf, qualityText)
 from LiverUNetSlicerLib.warm_worker import WarmWorker
 from LiverUNetSlicerLib.worker_runner import JobStatus
 
@@ -51,6 +53,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.library = ModelLibrary()
         self.warmWorker: Optional[WarmWorker] = None  # started on the first Apply, kept for the next ones
         self.workerCommand: Optional[list[str]] = None  # None: PythonSlicer -m LiverUNetLib.worker
+        self.targets: Optional[SliceTargets] = None  # the slices "Jump to next slice" visits
+        # the last fill's per-slice uncertainty and what it was computed on (segmentation, segment, grid)
+        self.lastFill: Optional[tuple[tuple, list[float]]] = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -95,6 +100,20 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.statusLabel = qt.QLabel()
         self.statusLabel.wordWrap = True
         self.scriptedEffect.addOptionsWidget(self.statusLabel)
+        self.slicesLabel = qt.QLabel()  # the result's estimate, the least-sure slices or the slices to paint next
+        self.slicesLabel.wordWrap = True
+        self.scriptedEffect.addOptionsWidget(self.slicesLabel)
+        self.suggestButton = qt.QPushButton("Suggest slices to paint")
+        self.suggestButton.toolTip = "Which unpainted slices to paint next, from the slices painted so far."
+        self.jumpButton = qt.QPushButton("Jump to next slice")
+        self.jumpButton.toolTip = "Move the slice views to the next slice named above."
+        self.jumpButton.enabled = False
+        row = qt.QHBoxLayout()
+        row.addWidget(self.suggestButton)
+        row.addWidget(self.jumpButton)
+        self.scriptedEffect.addOptionsWidget(row)
+        self.suggestButton.connect("clicked()", self.onSuggest)
+        self.jumpButton.connect("clicked()", self.onJump)
         for combo in (self.modeComboBox, self.modelComboBox, self.deviceComboBox):
             combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
         self.epochsSpinBox.connect("valueChanged(int)", self.updateMRMLFromGUI)
@@ -178,17 +197,60 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onFinished(self, result: JobResult) -> None:
         if result.status is JobStatus.SUCCEEDED:
             self.statusLabel.text = "Done. Undo (Ctrl+Z) restores the segment as it was."
+            self._showSlices(result)
         elif result.status is JobStatus.CANCELLED:
             self.statusLabel.text = "Cancelled; the segment is unchanged."
         else:
             self.statusLabel.text = "Failed; the segment is unchanged."
             slicer.util.errorDisplay(result.message, windowTitle="Liver U-Net")
 
+    # --- slices to look at -----------------------------------------------------------------------
+    def _showSlices(self, result: JobResult) -> None:
+        """After Segment: the estimate and its least-sure slices. After Fill: where to check and paint next
+        (the estimate of a fill is not calibrated for fills, so only its slices are shown)."""
+        snapshot = self.job.snapshot if self.job is not None else None
+        quality = qualityOf({"quality": result.quality})
+        if snapshot is not None and snapshot.painted is not None:  # a fill: its uncertainty when the worker sent it
+            uncertainty = quality.slice_uncertainty if quality is not None else None
+            self.lastFill = (self._paintingKey(snapshot), uncertainty) if uncertainty else None
+            targets = paintTargets(snapshot.volume, snapshot.painted.annotated.tolist(), uncertainty)
+            self._setTargets(targets, paintText(targets, afterFill=True))
+        elif snapshot is not None and quality is not None:
+            self._setTargets(leastSureTargets(quality, snapshot.volume), qualityText(quality))
+        else:
+            self._setTargets(None, "")
+
+    @staticmethod
+    def _paintingKey(snapshot) -> tuple:
+        return (snapshot.segmentationNode.GetID(), snapshot.segmentId, snapshot.extent)
+
+    def onSuggest(self) -> None:
+        from LiverUNetSlicerLib.effect_core import takeSnapshot
+
+        try:
+            snapshot = takeSnapshot(self.scriptedEffect, needPainted=True)
+        except LiverUNetError as error:
+            self._setTargets(None, str(error))
+            return
+        uncertainty = self.lastFill[1] if self.lastFill and self.lastFill[0] == self._paintingKey(snapshot) else None
+        targets = paintTargets(snapshot.volume, snapshot.painted.annotated.tolist(), uncertainty)
+        self._setTargets(targets, paintText(targets, afterFill=False))
+
+    def onJump(self) -> None:
+        if self.targets is not None:
+            sliceIndex = jumpToNext(self.targets)
+            self.jumpButton.toolTip = f"Showing slice {sliceIndex}; press again for the next one."
+
+    def _setTargets(self, targets: Optional[SliceTargets], text: str) -> None:
+        self.targets = targets
+        self.slicesLabel.text = text
+        self.jumpButton.enabled = bool(targets is not None and targets.slices)
+
     def _setRunning(self, running: bool) -> None:
         self.applyButton.text = "Cancel" if running else "Apply"
         self.progressBar.visible = running
         self.progressBar.value = 0
-        for widget in (self.modeComboBox, self.modelComboBox, self.deviceComboBox, self.epochsSpinBox):
+        for widget in (self.modeComboBox, self.modelComboBox, self.deviceComboBox, self.epochsSpinBox, self.suggestButton):
             widget.enabled = not running
 
     def cleanup(self) -> None:
