@@ -1,14 +1,18 @@
 """How one painted volume is densified ("Fill from painted slices"): the benchmarked settings, in one place.
 
-``bench/accuracy.py densify`` measured exactly these (docs/accuracy.md: fine-tuned, Dice 0.925 on the
-unpainted slices at every 5th slice painted), and Slicer's effect trains with them. Torch-free, so the
-Slicer layer can read it before PyTorch is installed.
+``LiverUNetLib.fill.fill_from_painted`` trains with them, and so do the effect, ``liverunet fill`` and the
+fill benchmarks (``bench/product_fills.py`` on CHAOS MRI, ``bench/ct_fill.py`` on CT), which all run that one
+function. Torch-free, so the Slicer layer can read it before PyTorch is installed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+#: Settings that only fine-tuning takes from an override: starting from random weights keeps the recipe's
+#: own (longer) schedule, which fine-tuning values would leave untrained.
+FINE_TUNING_ONLY = ("epochs", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,20 @@ class FillRecipe:
     # slices fine-tuning alone could forget what the model knew (CHAOS MRI, every 10th slice painted: Dice
     # 0.911 -> 0.924; docs/accuracy_notes.md, *Densifying*)
     keep_start_network: bool = True
+    # further TrainConfig fields (a tiny network for tests, a study's variant); they win over the recipe's
+    # own, except that epochs and learning rate apply to fine-tuning only (FINE_TUNING_ONLY)
+    overrides: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "FillRecipe":
+        """This recipe with more TrainConfig settings (the effect's "Fill epochs", a test's tiny network)."""
+        return replace(self, overrides={**self.overrides, **overrides})
 
     def train_settings(self, fine_tune: bool) -> dict[str, Any]:
         """``TrainConfig`` fields: one network trained (plus, fine-tuning, the one it started from),
         every painted slice trains, no early stopping."""
+        overrides = dict(self.overrides)
+        if not fine_tune:
+            overrides = {k: v for k, v in overrides.items() if k not in FINE_TUNING_ONLY}
         return {
             "epochs": self.finetune_epochs if fine_tune else self.scratch_epochs,
             "learning_rate": self.finetune_learning_rate if fine_tune else self.scratch_learning_rate,
@@ -40,6 +54,7 @@ class FillRecipe:
             "folds": 1,
             "validation_fraction": 0.0,
             "patience": 0,
+            **overrides,
         }
 
 

@@ -3,7 +3,7 @@
 Slicer must stay responsive while a model trains or segments, and must be able to stop the job,
 so the job runs in its own process. The protocol (docs/architecture.md):
 
-* The job file is JSON, ``{"kind": "segment" | "train" | "devices", ...}``:
+* The job file is JSON, ``{"kind": "segment" | "train" | "fill" | "devices", ...}``:
 
   - segment: ``{"kind": "segment", "input": PATH, "output": PATH, "model": PATH | null,
     "device": "auto", "tta": false, "probability_output": PATH | null}``; a null model is the shipped
@@ -14,6 +14,11 @@ so the job runs in its own process. The protocol (docs/architecture.md):
     model of the cases' modality). Labels are label volumes on the
     image grid (or ``.seg.nrrd``); voxels equal to ``empty_label_value`` mark painted slices
     that hold no liver.
+  - fill: ``{"kind": "fill", "image": PATH, "painted": LABEL_PATH, "output": PATH, "start_model": PATH |
+    "shipped" | null, "device": "auto", "settings": {TrainConfig fields}, "modality": "ct" | "mri" | null}``:
+    *Fill from painted slices* (``fill.fill_from_painted``); a slice of the label holding liver is painted,
+    the output is the filled mask with those slices exactly as painted; a null start model trains from random
+    weights; ``settings`` override the fill recipe's (``label_value`` and ``segment`` pick the liver as in train)
   - devices: ``{"kind": "devices"}``; the result says what torch here can use: ``torch_version``,
     ``cuda_build`` (null for a CPU-only build), ``cuda_available``, ``cuda_device``, ``mps_available``
 
@@ -51,7 +56,7 @@ from typing import Any, Optional
 from .errors import CancelledError, LiverUNetError
 from .progress import CancelToken
 # the jobs themselves; run_job and cached_model stay importable from here
-from .worker_jobs import JOBS, Emit, cached_model, run_devices, run_job, run_segment, run_train  # noqa: F401
+from .worker_jobs import JOBS, Emit, cached_model, run_devices, run_fill, run_job, run_segment, run_train  # noqa: F401
 
 EXIT_OK = 0
 EXIT_ERROR = 1

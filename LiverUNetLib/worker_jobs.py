@@ -1,4 +1,4 @@
-"""What each worker job does: ``segment``, ``train`` and ``devices``, run in-process by :func:`run_job`.
+"""What each worker job does: ``segment``, ``train``, ``fill`` and ``devices``, run in-process by :func:`run_job`.
 
 The job descriptions and the JSON-lines protocol around them are in :mod:`.worker`, the process entry point
 (``python -m LiverUNetLib.worker``). Models are cached while their file is unchanged, so a warm worker loads
@@ -196,6 +196,58 @@ def run_train(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     }
 
 
+def run_fill(job: dict, emit: Emit, cancel: CancelToken) -> dict:
+    """*Fill from painted slices* as one job (``fill.fill_from_painted``): the image and its painted label in
+    (a slice holding liver is painted, as in ``train``), the filled mask out, written only when complete."""
+    from .fill import fill_from_painted
+    from .fill_recipe import FILL_RECIPE
+    from .image_io import atomic_path
+    from .mask_files import check_mask_output, write_liver_mask
+    from .training_files import check_setting_types, load_training_case
+
+    image_path = Path(os.fspath(_require(job, "image"))).expanduser()
+    painted_path = Path(os.fspath(_require(job, "painted"))).expanduser()
+    output = check_mask_output(_require(job, "output"))
+    settings = job.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise LiverUNetError("The job's 'settings' must be an object of training settings.")
+    check_setting_types(settings)
+    for p in (image_path, painted_path):
+        if not p.exists():
+            raise LiverUNetError(f"{p} not found.")
+    progress = _progress_callback(emit, cancel)
+    progress(ProgressEvent(Stage.LOADING, 0.0, f"Reading {image_path.name} and {painted_path.name}"))
+    case = load_training_case("painted slices", image_path, painted_path,
+                              label_value=_whole_number(job, "label_value", None), segment_name=job.get("segment"))
+    modality = job.get("modality") or None
+    if modality not in (None, "ct", "mri"):
+        raise LiverUNetError(f"The job's 'modality' must be ct, mri or null; got {modality!r}.")
+    start = job.get("start_model") or None  # a model file, "shipped" or None (random weights)
+    if start == SHIPPED_START:  # the shipped model of the image's modality, loaded once by a warm worker
+        from .model_file import shipped_start_model
+
+        start = shipped_start_model([case.image], modality)
+    start_model = cached_model(start) if start is not None else None
+    cancel.check()
+    result = fill_from_painted(case.image, case.label, start_model, FILL_RECIPE.with_overrides(settings),
+                               device=job.get("device") or "auto", progress=progress, cancel=cancel, modality=modality)
+    progress(ProgressEvent(Stage.WRITING, 1.0, f"Writing {output.name}"))
+    with atomic_path(output) as staged:  # renamed only when written and not cancelled meanwhile
+        write_liver_mask(result.mask, staged)
+        cancel.check()
+    return {
+        "event": "result",
+        "kind": "fill",
+        "output": str(output),
+        "painted_slices": result.painted,
+        "device": result.device,
+        "seconds": result.seconds,
+        "liver_ml": float(result.mask.array.sum()) * result.mask.voxel_volume_ml,
+        "warnings": list(result.warnings),
+        "model": result.model,
+    }
+
+
 def run_devices(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     """What torch in this process can use, so the Slicer panel never imports torch itself (importing it
     there would block the GUI for seconds, initialise CUDA in Slicer and, on Windows, lock torch's files)."""
@@ -214,7 +266,7 @@ def run_devices(job: dict, emit: Emit, cancel: CancelToken) -> dict:
     }
 
 
-JOBS = {"segment": run_segment, "train": run_train, "devices": run_devices}
+JOBS = {"segment": run_segment, "train": run_train, "fill": run_fill, "devices": run_devices}
 
 
 def run_segment_batch(job: dict, emit: Emit, cancel: CancelToken) -> dict:

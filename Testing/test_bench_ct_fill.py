@@ -27,3 +27,12 @@ def test_the_shipped_model_alone_finds_the_ct_liver_through_the_ct_window(ct_sam
     record = json.loads((tmp_path / "ct_fill_k40_start.json").read_text())
     assert record["mode"] == "start" and len(record["painted"]) == 2
     assert record["dice_scored_slices"] > 0.85
+
+
+def test_a_recipe_variant_gets_a_row_of_its_own(tmp_path: Path):
+    for mode, tag, dice in (("ct_model", "", 0.976), ("ct_model", "e2", 0.974), ("mci", "", 0.926)):
+        name = f"ct_fill_k10_{mode}{f'_{tag}' if tag else ''}.json"
+        (tmp_path / name).write_text(json.dumps({"k": 10, "mode": mode, "tag": tag, "dice_scored_slices": dice,
+                                                 "hd95_mm": 3.0, "painted": list(range(7))}))
+    lines = ct_fill.table(tmp_path).splitlines()
+    assert lines[2:] == ["| mci | 0.926 (3.0 mm) |", "| ct_model | 0.976 (3.0 mm) |", "| ct_model (e2) | 0.974 (3.0 mm) |"]

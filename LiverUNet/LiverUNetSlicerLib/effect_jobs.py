@@ -1,8 +1,10 @@
-"""Run the effect's worker jobs: segment, or fine-tune on the painted slices then fill the rest.
+"""Run the effect's worker jobs: segment, or fill the slices between the painted ones.
 
-"Fill from painted slices" trains (or fine-tunes the chosen model) on this volume's painted slices
-only, segments the volume with that throw-away model, and keeps the painted slices exactly as
-painted: a learned "Fill between slices". Everything runs through the scheduler; the segment is
+"Fill from painted slices" is one worker job, ``fill`` (``LiverUNetLib.fill.fill_from_painted``, what
+``liverunet fill`` and the fill benchmarks run too): it fine-tunes the chosen model (or trains from random
+weights) on this volume's painted slices only, segments the volume with that throw-away model, and keeps the
+painted slices exactly as painted: a learned "Fill between slices". It runs on the warm worker when that is
+free, so the click does not wait for torch to start. Everything runs through the scheduler; the segment is
 changed only at the very end, through :func:`~.effect_core.applyMask`. Closing the scene cancels the
 job: the segment it was started on is gone, so there is nothing left to write into.
 """
@@ -21,25 +23,23 @@ from LiverUNetLib.progress import ProgressEvent
 from LiverUNetLib.shipped_models import SHIPPED_START
 
 from .effect_core import EffectAccess, EffectSnapshot, applyMask, fillUnpainted, takeSnapshot
-from .jobs import SegmentJob, TrainCaseFiles, TrainJob, newWorkDir, resolveModelPath, writeVolumeFile
+from .jobs import SegmentJob, newWorkDir, resolveModelPath, writeVolumeFile
 from .logic import JobResult
 from .models import shippedModelPaths
-from .options import Device, EffectMode, toDevice
+from .options import Device, EffectMode, optionalPath, toDevice
 from .warm_worker import WarmJob, WarmWorker, newWorkerJob
 from .worker_runner import EventKind, JobStatus, Scheduler, WorkerEvent, WorkerOutcome, WorkerProcess
 
-# Fine-tuning on one volume's painted slices: the settings bench/accuracy.py densify measured
+# Fine-tuning on one volume's painted slices: the settings the fill benchmarks measured
 # (LiverUNetLib/fill_recipe.py). The panel's "Fill epochs" overrides the fine-tuning epochs only.
 FILL_SETTINGS: dict[str, Any] = FILL_RECIPE.train_settings(fine_tune=True)
-TRAIN_SHARE = 0.8  # of the progress bar, when training comes first
 
 
 def fillTrainSettings(fineTune: bool, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The fill's training settings. Starting from random weights keeps the recipe's own (longer)
-    schedule: "Fill epochs" and a learning rate are fine-tuning values and would leave it untrained."""
-    if not fineTune:
-        overrides = {k: v for k, v in overrides.items() if k not in ("epochs", "learning_rate")}
-    return {**FILL_RECIPE.train_settings(fineTune), **overrides}
+    """The fill's training settings with the panel's overrides, as the worker's ``fill`` job applies them.
+    Starting from random weights keeps the recipe's own (longer) schedule: "Fill epochs" and a learning
+    rate are fine-tuning values and would leave it untrained."""
+    return FILL_RECIPE.with_overrides(overrides).train_settings(fineTune)
 
 
 class EffectJob:
@@ -77,7 +77,7 @@ class EffectJob:
         self.workerCommand = workerCommand
         self.workerEnvironment = workerEnvironment
         self.tempRoot = tempRoot
-        self.warmWorker = warmWorker  # segmenting runs there when it is free (fine-tuning never does)
+        self.warmWorker = warmWorker  # segmenting and filling run there when it is free
         self.snapshot: Optional[EffectSnapshot] = None
         self._folder: Optional[Path] = None
         self._process: Optional[Union[WorkerProcess, WarmJob]] = None
@@ -107,9 +107,9 @@ class EffectJob:
                 writeVolumeFile(label, self._folder / "painted.nrrd")
             self._observeSceneClose()
             if fill:
-                self._startTraining()
+                self._startFilling()
             else:
-                self._startSegmenting(self.model, 0.0)
+                self._startSegmenting()
         except BaseException:
             self._done = True
             self._stopObserving()
@@ -134,25 +134,20 @@ class EffectJob:
         self._scene, self._sceneObserver = None, None
 
     # --- steps ----------------------------------------------------------------------------------
-    def _startTraining(self) -> None:
+    def _startFilling(self) -> None:
         assert self._folder is not None
         # Fine-tune the chosen model; the automatic entry means the shipped model of the image's modality,
         # which the worker picks (random weights when this build ships none).
-        init = self.model if self.model is not None else (SHIPPED_START if shippedModelPaths() else None)
-        settings = {**fillTrainSettings(init is not None, self.fillSettings), "device": self.device.value}
-        job = TrainJob([TrainCaseFiles("painted slices", self._folder / "source.nrrd", self._folder / "painted.nrrd")],
-                       self._folder / "fill_model.pt", settings, init)
-        self._run(job.toDict(), "train", TRAIN_SHARE, 0.0,
-                  lambda outcome: self._startSegmenting(job.output, TRAIN_SHARE))
+        start = self.model if self.model is not None else (SHIPPED_START if shippedModelPaths() else None)
+        job = {"kind": "fill", "image": str(self._folder / "source.nrrd"), "painted": str(self._folder / "painted.nrrd"),
+               "output": str(self._folder / "liver.nrrd"), "start_model": optionalPath(start),
+               "device": self.device.value, "settings": dict(self.fillSettings)}
+        self._run(job, "fill", lambda outcome: self._write(Path(job["output"]), outcome), warm=True)
 
-    def _startSegmenting(self, model: Optional[Path], offset: float) -> None:
+    def _startSegmenting(self) -> None:
         assert self._folder is not None
-        if self._cancelled:
-            self._end(JobResult(JobStatus.CANCELLED, "Cancelled; nothing was changed."))
-            return
-        job = SegmentJob(self._folder / "source.nrrd", self._folder / "liver.nrrd", model, self.device, False)
-        self._run(job.toDict(), "segment", 1.0 - offset, offset, lambda outcome: self._write(job.output, outcome),
-                  warm=True)
+        job = SegmentJob(self._folder / "source.nrrd", self._folder / "liver.nrrd", self.model, self.device, False)
+        self._run(job.toDict(), "segment", lambda outcome: self._write(job.output, outcome), warm=True)
 
     def _write(self, output: Path, outcome: WorkerOutcome) -> None:
         from LiverUNetLib.image_io import read_image
@@ -166,16 +161,12 @@ class EffectJob:
                             list(outcome.result.get("warnings") or []), outcome.result.get("quality")))
 
     # --- plumbing -------------------------------------------------------------------------------
-    def _run(self, job: dict, name: str, share: float, offset: float, then: Callable[[WorkerOutcome], None],
-             warm: bool = False) -> None:
+    def _run(self, job: dict, name: str, then: Callable[[WorkerOutcome], None], warm: bool = False) -> None:
         assert self._folder is not None
 
         def onEvent(event: WorkerEvent) -> None:
             if event.kind is EventKind.PROGRESS and event.progress is not None and self.onProgress is not None:
-                progress = event.progress
-                if progress.fraction is not None:
-                    progress.fraction = offset + share * progress.fraction
-                self.onProgress(progress)
+                self.onProgress(event.progress)
             elif event.kind is EventKind.LOG and self.onLog is not None:
                 self.onLog(event.text)
 

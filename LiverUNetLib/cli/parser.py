@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import evaluate, info, segment, train
+from . import evaluate, fill, info, segment, train
 from .common import CliParser
 
 #: The commands in the order ``liverunet --help`` lists them.
-COMMAND_MODULES = (segment, train, evaluate, info)
+COMMAND_MODULES = (segment, train, fill, evaluate, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
