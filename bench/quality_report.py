@@ -76,6 +76,10 @@ def _slices_section(summary: dict[str, Any]) -> list[str]:
         s = summary["slices"][key]
         lines.append(f"| {title} | {s['results']} | {100 * s['expected_error']:.0f} % | {100 * s['near_threshold']:.0f} % | "
                      f"{100 * s['expected_error_spaced']:.0f} % | {100 * s['chance']:.0f} % |")
+    lines += ["", "Results where only one of the first two rankings has the worst slice in its three: "
+              + "; ".join(f"{title}: expected wrong voxels {summary['slices'][key]['only_expected_error']}, near the "
+                          f"threshold {summary['slices'][key]['only_near_threshold']}"
+                          for key, title in (("clean", "held-out subjects"), ("all", "with hard inputs"))) + "."]
     return lines + [""]
 
 

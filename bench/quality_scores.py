@@ -62,7 +62,7 @@ def load_cases(results: Path) -> list[Case]:
 def fit(cases: list[Case], signal: QualitySignal, source: str = "") -> QualityCalibration:
     """Least squares of log(1 - Dice) on log(signal); the range from the residuals' quantiles; the review line
     as high as it can be while it flags at most FALSE_ALARM_CAP of the results with Dice >= BAD_DICE here (a
-    line that catches every bad result flagged 35 % of the good ones held out: docs/quality.md)."""
+    line that catches every bad result held out flags most good ones: the fixed-line table of docs/quality.md)."""
     x = np.array([math.log(max(signal_value(c.record, signal), 1e-6)) for c in cases])
     y = np.array([math.log(1.0 - min(c.dice, DICE_CEILING)) for c in cases])
     slope, intercept = np.polyfit(x, y, 1)
@@ -152,9 +152,13 @@ def worst_slice_hits(cases: list[Case]) -> dict[str, Any]:
     of that for three slices drawn at random among those holding liver or mask."""
     scored = [c for c in cases if max(c.record["real_error"]) > 0]
     out: dict[str, Any] = {"results": len(scored)}
+    found: dict[str, list[bool]] = {}
     for name, ranking in SLICE_RANKINGS.items():
-        hits = [int(np.argmax(c.record["real_error"])) in ranking(c.record) for c in scored]
-        out[name] = round(float(np.mean(hits)), 3) if hits else None
+        found[name] = [int(np.argmax(c.record["real_error"])) in ranking(c.record) for c in scored]
+        out[name] = round(float(np.mean(found[name])), 3) if scored else None
+    # paired: results one ranking finds and the other misses (a sign test's counts)
+    out["only_expected_error"] = sum(e and not n for e, n in zip(found["expected_error"], found["near_threshold"]))
+    out["only_near_threshold"] = sum(n and not e for e, n in zip(found["expected_error"], found["near_threshold"]))
     chance = [min(1.0, TOP / max(1, sum(1 for m, r in zip(c.record["mask_voxels"], c.record["reference_voxels"])
                                           if m or r))) for c in scored]
     out["chance"] = round(float(np.mean(chance)), 3) if chance else None
