@@ -23,6 +23,7 @@ speed = pytest.importorskip("bench.speed")
 speed_monai = pytest.importorskip("bench.speed_monai")
 speed_report = pytest.importorskip("bench.speed_report")
 speed_cases = pytest.importorskip("bench.speed_cases")
+speed_fill = pytest.importorskip("bench.speed_fill")
 ours_segment_file = pytest.importorskip("bench.speed_measure").ours_segment_file
 
 
@@ -98,6 +99,26 @@ def test_peak_ram_of_fresh_processes_on_the_long_ct(tiny, tmp_path):
     memory = speed.memory_section(long_ct, args, with_monai=True, log=lambda line: None)
     assert memory["ct_44x40x200"]["ours"]["peak_mb"] > 100  # torch alone takes more
     assert memory["ct_44x40x200"]["monai"]["peak_mb"] > 100
+
+
+def test_the_fill_is_timed_as_the_effects_job_on_a_painted_scan(tiny, tmp_path):
+    """The worker's fill job on a phantom painted on every 2nd liver slice, from the tiny ensemble (the benchmark
+    starts from the shipped model)."""
+    case = speed_fill.FillCase("mri", tiny["mri"], tiny["mri_label"], 1, every_k=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = speed_fill.time_fills([case], 1, tmp_path, log=lambda line: None,
+                                        start_model=str(tiny["mri_model"]), settings=dict(TINY_SETTINGS))
+    finally:
+        torch.set_num_threads(threads)
+    fill = results["mri"]
+    liver_slices = np.flatnonzero(read_image(tiny["mri_label"]).array.any(axis=(1, 2)))
+    assert fill["painted_slices"] == liver_slices[1::2].tolist()
+    assert fill["seconds"] > 0 and len(fill["runs"]) == 1 and 0.0 <= fill["dice_unpainted"] <= 1.0
+    row = speed_report.format_table({"fill": results})[-1]
+    assert row.startswith(f"| Fill from painted slices, mri 44x40x8, 1 in 2 liver slices painted "
+                          f"({len(liver_slices[1::2])} slices)")
 
 
 @pytest.mark.parametrize("directions", [np.eye(3), np.diag([-1.0, -1.0, 1.0])], ids=["ras", "lps"])

@@ -18,6 +18,9 @@ What it measures, in one process, medians of ``--repeats`` runs after one warm-u
   running the MONAI pipeline) on both images and on a 512x512x200 CT (the CHAOS CT mirrored along z);
 * the ensemble alone (every network over the volume's 2.5D slices, fp32 and, where the CPU has it natively,
   bf16) against its compute bound: the networks' FLOPs over the device's peak, measured with a large matmul;
+* with ``--fill``, *Fill from painted slices* end to end as the effect runs it (``bench/speed_fill.py``: the
+  worker's fill job from the shipped model) on the CHAOS CT sample and the CHAOS MRI subject, painted on every
+  10th liver slice, with the Dice on the unpainted slices;
 * training throughput (slices/s with augmentation) with the MRI model's architecture (``bench/speed_train.py``);
   with ``--train-to-dice``, the time until validation Dice 0.90 on held-out CHAOS subjects.
 
@@ -42,6 +45,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.speed_cases import Case, build_cases, chaos_ct, chaos_mri  # noqa: E402
+from bench.speed_fill import FillCase, time_fills  # noqa: E402
 from bench.speed_measure import machine_description, measured_peak_flops, model_only, run_end_to_end  # noqa: E402
 from bench.speed_memory import Pipeline, peak_ram  # noqa: E402
 from bench.speed_monai import MonaiEnsemblePipeline, monai_available  # noqa: E402
@@ -117,6 +121,22 @@ def memory_section(cases: list[Case], args: argparse.Namespace, with_monai: bool
     return memory
 
 
+def fill_section(args: argparse.Namespace, work: Path, log: Log) -> dict[str, Any]:
+    """The fill job on the MRI subject and the CT sample (or ``--mri``/``--ct`` with their labels)."""
+    mri_image, mri_label = chaos_mri(args.mri_subject)
+    ct_image, ct_label = chaos_ct()
+    mri_reference = Path(args.mri_label) if args.mri_label else (None if args.mri else mri_label)
+    ct_reference = Path(args.ct_label) if args.ct_label else (None if args.ct else ct_label)
+    cases = [FillCase("mri", Path(args.mri) if args.mri else mri_image, mri_reference, 1, args.fill_every_k)]
+    if not args.skip_ct:
+        cases.append(FillCase("ct", Path(args.ct) if args.ct else ct_image, ct_reference, None, args.fill_every_k))
+    cases = [c for c in cases if c.label is not None and c.image.exists() and c.label.exists()]
+    log(f"fill from painted slices (1 in {args.fill_every_k} liver slices painted, cases interleaved):")
+    folder = work / "fill"
+    folder.mkdir(exist_ok=True)
+    return time_fills(cases, args.fill_repeats, folder, log)
+
+
 def training_section(model: LiverModel, args: argparse.Namespace, report: dict[str, Any], log: Log) -> None:
     settings = {
         "base_channels": model.network_config.base_channels, "depth": model.network_config.depth,
@@ -161,6 +181,9 @@ def run_benchmark(args: argparse.Namespace, log: Log = print,
         if not args.skip_memory:
             report["peak_ram_mb"] = memory_section(cases, args, not args.skip_monai and monai_available(), log)
             checkpoint(report)
+        if args.fill:
+            report["fill"] = fill_section(args, work, log)
+            checkpoint(report)
         mri = next((c for c in cases if c.modality is Modality.MRI), None)
         if not args.skip_training and mri is not None:
             training_section(models[mri.name], args, report, log)
@@ -201,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-model-only", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--fill", action="store_true", help="also time Fill from painted slices (minutes per fill "
+                                                             "on a CPU)")
+    parser.add_argument("--fill-every-k", type=int, default=10, help="paint every k-th liver slice for --fill")
+    parser.add_argument("--fill-repeats", type=int, default=2, help="fills per image for --fill (median reported)")
     parser.add_argument("--train-samples", type=int, default=64, help="slices per epoch for training throughput")
     parser.add_argument("--crop-size", type=int, default=128, help="training crop size")
     parser.add_argument("--train-to-dice", action="store_true", help="also time training to validation Dice 0.90")

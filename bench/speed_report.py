@@ -78,6 +78,11 @@ def _model_rows(report: dict[str, Any]) -> list[str]:
 
 def _other_rows(report: dict[str, Any]) -> list[str]:
     lines = []
+    for name, f in report.get("fill", {}).items():
+        runs = f"{min(f['runs']):.0f}-{max(f['runs']):.0f}"
+        lines.append(f"| Fill from painted slices, {name} {f['size']}, 1 in {f['every_k']} liver slices painted "
+                     f"({len(f['painted_slices'])} slices) (s, median; runs {runs}) | **{f['seconds']:.1f}** (Dice on "
+                     f"the unpainted slices {f['dice_unpainted']:.4f}) | | |")
     if "training" in report:
         t = report["training"]
         lines.append(f"| training throughput (slices/s, augmentation included; {t['seconds_per_epoch']:.1f} s per "
