@@ -101,6 +101,25 @@ def test_two_workers_segment_the_batch_and_report_the_corrupt_file(engine, tiny_
     assert not (together / "broken_liver.nii.gz").exists()
 
 
+def test_a_running_dask_cluster_takes_the_batch_through_its_scheduler(tiny_model, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed", reason='dask is an optional extra: pip install -e ".[cluster]"')
+    from distributed import LocalCluster
+
+    from LiverUNetLib.batch.dask_runner import worker_environment
+
+    assert "MALLOC_TRIM_THRESHOLD_" not in worker_environment()  # it halved segmentation speed in the workers
+    folder, out = scans(tmp_path / "scans", 2), tmp_path / "out"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert main(["segment", "-q", str(folder), "-o", str(out), "--model", str(tiny_model),
+                     "--scheduler", cluster.scheduler_address]) == 0
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["engine"] == "dask" and summary["scheduler"] == cluster.scheduler_address and summary["done"] == 2
+    monkeypatch.setattr("LiverUNetLib.batch.dask_runner.CONNECT_TIMEOUT", "2s")
+    assert main(["segment", "-q", str(folder), "-o", str(tmp_path / "elsewhere"), "--model", str(tiny_model),
+                 "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
 def test_an_interrupted_batch_resumes_and_does_each_case_once(tiny_model, tmp_path, capsys, counted, monkeypatch):
     import LiverUNetLib.inference as inference
 

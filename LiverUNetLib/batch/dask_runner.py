@@ -19,6 +19,7 @@ from .report import CaseReport, CaseStatus
 from .work import BatchSettings, configure_process, failure_reason, segment_case
 
 INSTALL_HINT = 'pip install -e ".[cluster]"'
+CONNECT_TIMEOUT = "20s"  # how long a scheduler that does not answer is waited for
 _CONFIGURED: list[Optional[int]] = []  # this worker process's torch threads, once set
 
 
@@ -47,12 +48,26 @@ def _client(scheduler: Optional[str], workers: int) -> tuple[Any, Any]:
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s"), None
+            return Client(scheduler, timeout=CONNECT_TIMEOUT), None
         except (OSError, TimeoutError) as error:
             raise LiverUNetError(f"Cannot reach the Dask scheduler at {scheduler} ({error}). Start one with "
                                  "'dask scheduler' and workers with 'dask worker ADDRESS', or check the address.") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment()}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster), cluster
+
+
+def worker_environment() -> dict[str, Any]:
+    """Dask's environment for new worker processes, less MALLOC_TRIM_THRESHOLD_: setting it at all turns off
+    glibc's adaptive mmap threshold, so each of torch's large buffers is mapped and faulted in afresh, and one
+    worker segmented CHAOS MRI subject 3 in 6.4 s instead of 3.2 s here (docs/cohort.md)."""
+    import dask
+
+    environment = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environment.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return environment
 
 
 def _failed(case: BatchCase, error: BaseException) -> CaseReport:
