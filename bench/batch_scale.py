@@ -12,8 +12,8 @@
 * peak resident memory of each worker (from the report) against a fresh one-image ``liverunet segment``.
 
 ``ddp``: training on one CV fold of the CHAOS subjects (10 train with the default 20 % validation hold-out,
-5 test), short epochs, in one process with 2 threads against ``torchrun --nproc_per_node 2`` with one thread
-each: the test subjects' 3D Dice, the validation Dice, training slices per second and their ratio.
+5 test), short epochs, in one process (``--baseline-threads``, 2 by default) against ``torchrun
+--nproc_per_node 2`` with one thread each: the test subjects' 3D Dice, the validation Dice, training slices per second and their ratio.
 
     nice -n 5 python bench/batch_scale.py segment --cases 40 --json docs/cohort.json
     nice -n 5 python bench/batch_scale.py ddp --epochs 20 --seeds 0 1 --json docs/cohort.json
@@ -143,14 +143,38 @@ def single_image_peak_mib(image: Path, output: Path) -> float:
     return round(int(next(ln for ln in done.stdout.splitlines() if ln.startswith("VMHWM")).split()[1]) / 1024, 1)
 
 
+def parallel_capacity(image: Path) -> dict[str, Any]:
+    """What a second one-thread process gains on this machine now: seconds per segmentation of ``image`` in one
+    process alone, then in two at once (each after a warm-up). Other programs running on the machine lower it."""
+    code = ("import sys, time, torch; torch.set_num_threads(1); from LiverUNetLib.image_io import read_image; "
+            "from LiverUNetLib.inference import segment_volume; from LiverUNetLib.model_file import choose_shipped_model, "
+            "load_model; v = read_image(sys.argv[1]); m = load_model(choose_shipped_model(v).path); segment_volume(v, m); "
+            "start = float(sys.argv[2]);\nwhile time.time() < start: time.sleep(0.01)\n"
+            "t = time.perf_counter();\nfor _ in range(3): segment_volume(v, m)\nprint((time.perf_counter() - t) / 3)")
+
+    def together(count: int) -> list[float]:
+        start = str(time.time() + 15)  # after every process has started and warmed up
+        processes = [subprocess.Popen([sys.executable, "-c", code, str(image), start], env=environment(**ONE_THREAD),
+                                      cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
+
+    alone, pair = together(1)[0], together(2)
+    return {"seconds_alone": round(alone, 2), "seconds_two_at_once": [round(t, 2) for t in pair],
+            "throughput_gain": round(2 * alone / (sum(pair) / len(pair)), 2)}
+
+
 def run_segment(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="liverunet-cohort-") as temporary:
         work = Path(temporary)
         cohort = make_cohort(work / "cohort", args.cases)
+        capacity = parallel_capacity(next(cohort.iterdir()))
         one = segment(cohort, work / "one_process")
         reference = masks(work / "one_process")
         runs: dict[str, Any] = {"one_process": one}
+        # 1 and 2 Dask workers in the order 1, 2, 2, 1: a load from other programs that rises or falls during the
+        # runs weighs on both alike
         for label, workers, engine in (("dask_1_worker", "1", "dask"), ("dask_2_workers", "2", "dask"),
+                                       ("dask_2_workers_again", "2", "dask"), ("dask_1_worker_again", "1", "dask"),
                                        ("processes_2_workers", "2", "processes")):
             runs[label] = segment(cohort, work / label, "--workers", workers, "--engine", engine)
             runs[label]["masks_equal_to_one_process"] = identical(work / label, reference)
@@ -160,17 +184,20 @@ def run_segment(args: argparse.Namespace) -> dict[str, Any]:
             workers[row["worker"]] = max(workers.get(row["worker"], 0.0), float(row["peak_memory_mib"] or 0))
         killed = kill_and_rerun(cohort, work / "killed", runs["dask_2_workers"]["wall_seconds"], args.seed, reference)
         single = single_image_peak_mib(next(cohort.iterdir()), work / "single.nii.gz")
+    one_worker = runs["dask_1_worker"]["wall_seconds"] + runs["dask_1_worker_again"]["wall_seconds"]
+    two_workers = runs["dask_2_workers"]["wall_seconds"] + runs["dask_2_workers_again"]["wall_seconds"]
     return {
-        "cases": args.cases, "masks_in_reference": len(reference), "runs": runs,
-        "speed_up_2_over_1_dask_worker": round(runs["dask_1_worker"]["wall_seconds"] / runs["dask_2_workers"]["wall_seconds"], 2),
+        "cases": args.cases, "masks_in_reference": len(reference), "parallel_capacity": capacity, "runs": runs,
+        "speed_up_2_over_1_dask_worker": round(one_worker / two_workers, 2),
         "killed_and_rerun": killed,
         "peak_memory_mib": {"per_dask_worker": sorted(round(v, 1) for v in workers.values()),
                             "one_image_liverunet_segment": single},
     }
 
 
-def train(images: list[Path], labels: list[Path], output: Path, settings: dict[str, Any], processes: int) -> dict[str, Any]:
-    """``liverunet train`` in one process (2 threads) or under torchrun (one thread each); the epochs' pace is read
+def train(images: list[Path], labels: list[Path], output: Path, settings: dict[str, Any], processes: int,
+          threads: int) -> dict[str, Any]:
+    """``liverunet train`` in one process (``threads`` threads) or under torchrun (one thread each); the epochs' pace is read
     from the progress lines as they arrive (the time from the first epoch's end to the last's), so start-up and
     the cases' preparation, which every process does in full, are not counted in the throughput."""
     import re
@@ -180,7 +207,7 @@ def train(images: list[Path], labels: list[Path], output: Path, settings: dict[s
     tail = ["-m", "LiverUNetLib.cli", "train", "--images", *map(str, images), "--labels", *map(str, labels),
             "--label-value", "1", "-o", str(output), "--settings", json.dumps(settings)]
     if processes == 1:
-        command, env = [sys.executable, *tail], environment(OMP_NUM_THREADS="2")
+        command, env = [sys.executable, *tail], environment(OMP_NUM_THREADS=str(threads))
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), *tail]
         env = environment(**ONE_THREAD)
@@ -200,7 +227,7 @@ def train(images: list[Path], labels: list[Path], output: Path, settings: dict[s
     card = load_model(output).card
     first, last = min(epochs), max(epochs)
     paced = (last - first) * settings["samples_per_epoch"] / (epochs[last] - epochs[first]) if last > first else None
-    return {"processes": processes, "threads_each": 2 if processes == 1 else 1, "wall_seconds": round(wall, 1),
+    return {"processes": processes, "threads_each": threads if processes == 1 else 1, "wall_seconds": round(wall, 1),
             "card_training_seconds": card.training["seconds"], "epochs_run": card.training["epochs_run"],
             "slices_per_second": None if paced is None else round(paced, 2),
             "validation_dice": card.validation.get("mean_dice"), "precision": card.training.get("precision")}
@@ -227,13 +254,15 @@ def run_ddp(args: argparse.Namespace) -> dict[str, Any]:
         for seed in args.seeds:
             settings = {"epochs": args.epochs, "samples_per_epoch": args.samples, "every_slice_each_epoch": False,
                         "device": "cpu", "seed": seed}
-            for processes in (1, 2):
-                model = Path(temporary) / f"seed{seed}_p{processes}.pt"
-                row = {"seed": seed, **train(images, labels, model, settings, processes)}
+            for processes, threads in [(1, t) for t in args.baseline_threads] + [(2, 1)]:
+                model = Path(temporary) / f"seed{seed}_p{processes}_t{threads}.pt"
+                row = {"seed": seed, **train(images, labels, model, settings, processes, threads)}
                 row["test_dice"] = test_dice(model, test_subjects)
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    ratio = [round(b["slices_per_second"] / a["slices_per_second"], 2) for a, b in zip(results[::2], results[1::2])]
+    ratio = {f"seed {a['seed']}, over 1 process x {a['threads_each']} threads": round(b["slices_per_second"] / a["slices_per_second"], 2)
+             for a in results if a["processes"] == 1
+             for b in results if b["processes"] == 2 and b["seed"] == a["seed"] and a["slices_per_second"]}
     return {"train_subjects": train_subjects, "test_subjects": test_subjects, "epochs": args.epochs,
             "samples_per_epoch": args.samples, "runs": results, "throughput_ratio_2_processes_over_1": ratio}
 
@@ -248,6 +277,7 @@ def main() -> None:
     ddp.add_argument("--epochs", type=int, default=20)
     ddp.add_argument("--samples", type=int, default=128, help="slices per epoch")
     ddp.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ddp.add_argument("--baseline-threads", type=int, nargs="+", default=[2], help="threads of the one-process runs")
     for part in (seg, ddp):
         part.add_argument("--json", type=Path, help="merge the results into this JSON file")
     args = parser.parse_args()
