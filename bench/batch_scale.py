@@ -13,10 +13,12 @@
 
 ``ddp``: training on one CV fold of the CHAOS subjects (10 train with the default 20 % validation hold-out,
 5 test), short epochs, in one process (``--baseline-threads``, 2 by default) against ``torchrun
---nproc_per_node 2`` with one thread each: the test subjects' 3D Dice, the validation Dice, training slices per second and their ratio.
+--nproc_per_node 2`` with one thread each: the test subjects' 3D Dice, the validation Dice, training slices
+per second and their ratio.
 
     nice -n 5 python bench/batch_scale.py segment --cases 40 --json docs/cohort.json
-    nice -n 5 python bench/batch_scale.py ddp --epochs 20 --seeds 0 1 --json docs/cohort.json
+    nice -n 5 python bench/batch_scale.py ddp --epochs 16 --seeds 0 1 --baseline-threads 2 1 \
+        --json docs/cohort.json
 """
 
 from __future__ import annotations
@@ -260,7 +262,8 @@ def run_ddp(args: argparse.Namespace) -> dict[str, Any]:
                 row["test_dice"] = test_dice(model, test_subjects)
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    ratio = {f"seed {a['seed']}, over 1 process x {a['threads_each']} threads": round(b["slices_per_second"] / a["slices_per_second"], 2)
+    ratio = {f"seed {a['seed']}, over 1 process x {a['threads_each']} threads":
+             round(b["slices_per_second"] / a["slices_per_second"], 2)
              for a in results if a["processes"] == 1
              for b in results if b["processes"] == 2 and b["seed"] == a["seed"] and a["slices_per_second"]}
     return {"train_subjects": train_subjects, "test_subjects": test_subjects, "epochs": args.epochs,

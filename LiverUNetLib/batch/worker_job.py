@@ -3,8 +3,9 @@
 Slicer's console script (LiverUNet/Scripts/segment_batch.py) hands the whole batch to the warm worker
 process, which keeps torch and the model loaded from case to case. The job runs the same plan, records and
 report as ``liverunet segment`` (one process), and emits one progress event per finished case whose
-``extra`` holds the case's report row (and one before the first, whose ``extra`` holds the plan's counts), so the caller can say how far it is and what each case gave. A
-cancel (the job's cancel file) stops between or inside cases; the cases finished stay done and recorded.
+``extra`` holds the case's report row (and one before the first, whose ``extra`` holds the plan's counts), so
+the caller can say how far it is and what each case gave. A cancel (the job's cancel file) stops between or
+inside cases; the cases finished stay done and recorded.
 
 Job fields: ``cases`` (a list of ``{"input", "output", "case_id"}``; output and case_id optional),
 ``output_folder`` (report and records; default outputs ``<case_id>_liver<format>``), optional ``model``,
