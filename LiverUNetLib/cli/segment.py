@@ -159,7 +159,7 @@ def _report_one(args: argparse.Namespace, case: Any, result: Any, liver_ml: floa
     from ..batch.report import CaseReport, CaseStatus, json_text, write_text_atomically
 
     quality = getattr(result, "quality", None)
-    row = CaseReport(case.case_id, str(case.input), str(case.output), CaseStatus.DONE, liver_ml, result.model or model_used,
+    row = CaseReport(case.case_id, str(case.input), str(case.output), CaseStatus.DONE, liver_ml, model_used,
                      result.device, result.seconds, list(result.warnings), "",
                      dict(quality.to_dict()) if quality is not None else {}, str(case.probability_output or ""))
     write_text_atomically(Path(args.report).expanduser(), json_text([row]))
