@@ -140,6 +140,12 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: bool = True
     save_half_precision: bool = False
+    # fine-tuning only: the start model's encoder (and its batch-norm statistics) stays as it is and only the
+    # decoder learns, which spares the backward pass through the encoder (a fill study, docs/accuracy_notes.md)
+    freeze_encoder: bool = False
+    # stop once the network's Dice on its own painted slices (the training slices, at network resolution, after
+    # each epoch) reaches this; None trains every epoch (a fill study, docs/accuracy_notes.md)
+    stop_when_fitted: Optional[float] = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -168,6 +174,8 @@ class TrainConfig:
             problems.append(f"validation_min_cases must be at least 2 (got {self.validation_min_cases})")
         if self.depth < 1 or self.base_channels < 1:
             problems.append("network depth and base channels must be positive")
+        if self.stop_when_fitted is not None and not 0 < self.stop_when_fitted <= 1:
+            problems.append(f"stop_when_fitted must be in (0, 1] or null (got {self.stop_when_fitted})")
         if not 0 <= self.keep_start_min_dice <= 1:
             problems.append(f"keep_start_min_dice must be in [0, 1] (got {self.keep_start_min_dice})")
         if self.validate_every < 1:
@@ -366,7 +374,10 @@ def train(
             net.load_state_dict(init.networks[run % len(init.networks)].state_dict())
         # channels_last pays on every backend measured (CPU oneDNN included): see docs/benchmarks.md
         net = net.to(device, memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        frozen = config.freeze_encoder and init is not None
+        net.encoders.requires_grad_(not frozen)
+        optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.learning_rate,
+                                      weight_decay=config.weight_decay)
         total_steps = config.epochs * steps_per_epoch
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=WARMUP_FRACTION
@@ -390,6 +401,7 @@ def train(
         progress(ProgressEvent(Stage.PREPROCESSING, None, f"{name}: {config.epochs} epochs of {epoch_samples} slices "
                                f"({sampler.steps(steps_per_epoch * config.batch_size)} batches of {config.batch_size})"))
         net.train()
+        net.encoders.train(not frozen)
         epoch = start_epoch - 1  # a checkpoint written after the last epoch resumes with nothing left to run
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.perf_counter()
@@ -422,6 +434,7 @@ def train(
             if validation and ((epoch + 1) % config.validate_every == 0 or epoch + 1 == config.epochs):
                 progress(ProgressEvent(Stage.VALIDATING, None, f"Validating {name}"))
                 dice = hooks.validation_dice(validation_dice, net, validation, network_config.in_channels // 2)
+                net.encoders.train(not frozen)
                 if selectable and dice > best_dice:
                     best_dice, best_epoch = dice, epoch
                     best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -444,6 +457,12 @@ def train(
             )
             stop_early = (validation and config.patience > 0 and best_state is not None
                           and epoch - best_epoch >= config.patience)
+            if config.stop_when_fitted is not None and epoch + 1 < config.epochs:
+                fitted = hooks.validation_dice(validation_dice, net, [prepared[i] for i in train_idx],
+                                               network_config.in_channels // 2)
+                net.encoders.train(not frozen)
+                progress(ProgressEvent(Stage.TRAINING, None, f"{name}: Dice {fitted:.3f} on the painted slices"))
+                stop_early = stop_early or fitted >= config.stop_when_fitted
             if resume and write_checkpoints and hooks.writes:
                 try:
                     _atomic_torch_save(

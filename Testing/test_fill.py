@@ -213,3 +213,30 @@ def test_cli_fill_errors_are_one_line(start_model, painted_case, tmp_path, capsy
         assert expected in _one_error_line(err), (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["image.nii.gz", "painted.nii.gz", "empty.nii.gz",
                                                                   "shifted.nii.gz", "two.seg.nrrd"])
+
+
+def _tune(start_model, tmp_path, **settings):
+    from LiverUNetLib.model_file import load_model
+
+    image, liver = phantom(0)
+    painted = sparse_label_from_mask(image, liver).keep_every_k(2)
+    config = TrainConfig(**{**TINY_SETTINGS, "epochs": 3, "samples_per_epoch": 16, **settings})
+    result = train([TrainingCase("p", image, painted)], config, tmp_path / "tuned.pt", init_model=start_model, resume=False)
+    return load_model(start_model), load_model(tmp_path / "tuned.pt"), result
+
+
+def test_a_frozen_encoder_keeps_the_start_models_encoder_and_tunes_the_decoder(start_model, tmp_path):
+    start, tuned, _ = _tune(start_model, tmp_path, freeze_encoder=True)
+    before, after = start.networks[0].state_dict(), tuned.networks[0].state_dict()
+    encoder = [key for key in before if key.startswith("encoders.")]
+    assert encoder and all(before[key].equal(after[key]) for key in encoder), "the encoder (or its batch-norm statistics) moved"
+    assert any(not before[key].equal(after[key]) for key in before if key.startswith("decoders."))
+
+
+def test_training_stops_once_the_painted_slices_are_fitted(start_model, tmp_path):
+    *_, stopped = _tune(start_model, tmp_path, stop_when_fitted=0.01)
+    assert stopped.epochs_run == [1]
+    *_, full = _tune(start_model, tmp_path, stop_when_fitted=1.0)
+    assert full.epochs_run == [3]
+    with pytest.raises(LiverUNetError, match="stop_when_fitted"):
+        TrainConfig(stop_when_fitted=1.5)
