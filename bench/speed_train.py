@@ -23,6 +23,7 @@ MRI_SUBJECTS = ["3", "5", "13", "15", "19", "20", "21", "22", "31", "32", "34", 
 
 
 def load_mri_case(subject: str, every_k: int = 1):
+    """A CHAOS T2 subject with its manual liver label, painted on every slice or on 1 in ``every_k`` liver slices."""
     from LiverUNetLib.labels import sparse_label_from_mask
     from LiverUNetLib.training import TrainingCase
 
