@@ -252,6 +252,7 @@ def run_ddp(args: argparse.Namespace) -> dict[str, Any]:
     images = [DATA / "images" / f"image_{s}.nii.gz" for s in train_subjects]
     labels = [DATA / "labels" / f"label_{s}.nii.gz" for s in train_subjects]
     results = []
+    capacity = parallel_capacity(images[0])
     with tempfile.TemporaryDirectory(prefix="liverunet-ddp-") as temporary:
         for seed in args.seeds:
             settings = {"epochs": args.epochs, "samples_per_epoch": args.samples, "every_slice_each_epoch": False,
@@ -266,7 +267,8 @@ def run_ddp(args: argparse.Namespace) -> dict[str, Any]:
              round(b["slices_per_second"] / a["slices_per_second"], 2)
              for a in results if a["processes"] == 1
              for b in results if b["processes"] == 2 and b["seed"] == a["seed"] and a["slices_per_second"]}
-    return {"train_subjects": train_subjects, "test_subjects": test_subjects, "epochs": args.epochs,
+    return {"parallel_capacity": capacity, "train_subjects": train_subjects, "test_subjects": test_subjects,
+            "epochs": args.epochs,
             "samples_per_epoch": args.samples, "runs": results, "throughput_ratio_2_processes_over_1": ratio}
 
 
