@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -336,3 +337,16 @@ def test_segment_dicom_folder_to_seg_nrrd_on_the_reference_grid(trained, ct_samp
     assert mask.array.shape == reference.array.shape
     np.testing.assert_allclose(mask.ijk_to_ras, reference.ijk_to_ras, atol=1e-6)
     assert segments[0].name == "Liver"
+
+
+def test_segment_prints_each_cases_estimated_dice(trained, tmp_path, capsys):
+    """One image and a folder: each written mask is followed by its quality estimate's one-line summary."""
+    image = trained["pairs"][0][0]
+    code, out, err = run(capsys, "segment", str(image), "--output", str(tmp_path / "one.nii.gz"),
+                         "--model", str(trained["model"]))
+    assert code == 0, err
+    assert re.search(r": estimated Dice \d\.\d\d \(\d\.\d\d-\d\.\d\d\)", out)
+    code, out, err = run(capsys, "segment", *[str(p[0]) for p in trained["pairs"]], "--output",
+                         str(tmp_path / "folder"), "--model", str(trained["model"]))
+    assert code == 0, err
+    assert len(re.findall(r": estimated Dice \d\.\d\d", out)) == len(trained["pairs"])

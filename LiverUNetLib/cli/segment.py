@@ -150,6 +150,8 @@ def _run_one(args: argparse.Namespace, bar: ProgressBar, case: Any) -> int:
         warn(f"{name}: {warning}")
     liver_ml = float(result.mask.array.astype(bool).sum()) * result.mask.voxel_volume_ml
     print(f"{name}: wrote {', '.join(written)} (liver {liver_ml:.1f} mL, {result.device}, {result.seconds:.1f} s)")
+    if result.quality is not None:
+        print(f"{name}: {result.quality.summary()}")
     if args.report:
         _report_one(args, case, result, liver_ml, model_used)
     return EXIT_OK
@@ -229,3 +231,5 @@ def _print_row(row: Any) -> None:
     written = ", ".join(filter(None, (row.output, row.probability_output)))
     seconds = "" if row.seconds is None else f", {row.seconds:.1f} s"
     print(f"{name}: wrote {written} (liver {row.liver_ml:.1f} mL, {row.device or 'device unknown'}{seconds})")
+    if row.quality.get("summary"):
+        print(f"{name}: {row.quality['summary']}")
