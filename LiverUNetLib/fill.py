@@ -24,6 +24,7 @@ from .labels import SparseLabel
 from .model_file import LiverModel, load_model, shipped_start_model
 from .preprocessing import Modality
 from .progress import CancelToken, ProgressCallback, ProgressEvent, Stage, ignore_progress
+from .quality import QualityEstimate
 from .shipped_models import SHIPPED_START
 from .volume import Volume
 
@@ -45,6 +46,9 @@ class FillResult:
     device: str
     model: str  # what the fill started from, in words
     warnings: list[str] = field(default_factory=list)
+    # the tuned model's quality estimate on this image (before the painting is pasted in): its per-slice
+    # uncertainty orders the slices to paint next (slice_suggestions.py); its Dice is not calibrated for fills
+    quality: Optional[QualityEstimate] = None
 
 
 def _start(start_model: StartModel, image: Volume, modality: Optional[Modality]) -> tuple[Optional[LiverModel], str]:
@@ -138,4 +142,5 @@ def fill_from_painted(
     how = "tuned on" if start is not None else "trained on"
     progress(ProgressEvent(Stage.DONE, 1.0, "Filled"))
     return FillResult(mask, painted_slices, painted.slice_axis, time.perf_counter() - started, result.device,
-                      f"{start_words}, {how} the {len(painted_slices)} painted slices", list(result.warnings))
+                      f"{start_words}, {how} the {len(painted_slices)} painted slices", list(result.warnings),
+                      result.quality)

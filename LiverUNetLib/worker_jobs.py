@@ -245,6 +245,7 @@ def run_fill(job: dict, emit: Emit, cancel: CancelToken) -> dict:
         "liver_ml": float(result.mask.array.sum()) * result.mask.voxel_volume_ml,
         "warnings": list(result.warnings),
         "model": result.model,
+        "quality": result.quality.to_dict() if result.quality is not None else None,
     }
 
 
