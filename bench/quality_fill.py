@@ -2,17 +2,17 @@
 fill's uncertainty (``SuggestionRule.LEAST_SURE``) or as the middles of the largest gaps
 (``SuggestionRule.LARGEST_GAPS``), same N; the volume is filled again and scored.
 
-The fill is *Fill from painted slices* as the effect runs it: ``FILL_RECIPE`` fine-tuning, from the fold network
-of the shipped model that never saw the subject (CHAOS MRI, BTCV), or from the shipped CT model (the CHAOS CT
-sample, which no CT network saw); default inference; the painted slices pasted in (the added ones are painted
-from the manual reference). Scored: Dice on the slices unpainted under both rules (the same slices for both),
-on each rule's own unpainted slices, and of the whole filled volume. One JSON per subject in ``fill/``.
+The fill is *Fill from painted slices* as the effect runs it, ``LiverUNetLib.fill.fill_from_painted`` with
+``FILL_RECIPE``, from the fold network of the shipped model that never saw the subject (CHAOS MRI, BTCV), or from
+the shipped CT model (the CHAOS CT sample, which no CT network saw); the added slices are painted from the manual
+reference. Scored: Dice on the slices unpainted under both rules (the same slices for both), on each rule's own
+unpainted slices, and of the whole filled volume. One JSON per subject in ``fill/``, with the recipe it ran;
+``fill_6_epochs/`` holds the same comparison with the recipe's earlier 6 fine-tuning epochs.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Union
@@ -20,32 +20,24 @@ from typing import Any, Union
 import numpy as np
 
 from bench.quality_cases import SHARED, fold_network, held_out_subjects
+from LiverUNetLib.fill import fill_from_painted
 from LiverUNetLib.fill_recipe import FILL_RECIPE
 from LiverUNetLib.image_io import read_image
-from LiverUNetLib.inference import InferenceConfig, segment_volume
 from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask
 from LiverUNetLib.model_file import LiverModel, load_model
 from LiverUNetLib.shipped_models import shipped_model_path
 from LiverUNetLib.slice_suggestions import SuggestionRule, suggest_slices
-from LiverUNetLib.training import TrainConfig, TrainingCase, train
 from LiverUNetLib.volume import Volume
+
+FOLDERS = {"fill": "the fill's recipe", "fill_6_epochs": "the fill's recipe with 6 fine-tuning epochs"}
 
 Start = Union[LiverModel, Path]
 
 
 def fill(image: Volume, painted: SparseLabel, start: Start) -> tuple[np.ndarray, list[float]]:
-    """The filled mask (painted slices pasted in) and the fill's expected wrong voxels per slice."""
-    settings = {**FILL_RECIPE.train_settings(fine_tune=True), "device": "cpu"}
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "fill.pt"
-        train([TrainingCase("painted slices", image, painted)], TrainConfig(**settings), path, init_model=start,
-              resume=False)
-        result = segment_volume(image, path, InferenceConfig(device="cpu"))
-    mask = result.mask.array > 0
-    index: list[Any] = [slice(None)] * 3
-    index[painted.slice_axis] = painted.annotated
-    mask[tuple(index)] = painted.mask[tuple(index)]
-    return mask, list(result.quality.slice_uncertainty)
+    """The filled mask (painted slices as painted) and the fill's expected wrong voxels per slice."""
+    result = fill_from_painted(image, painted, start, FILL_RECIPE, device="cpu")
+    return result.mask.array > 0, list(result.quality.slice_uncertainty)
 
 
 def _per_slice(mask: np.ndarray, reference: np.ndarray, axis: int) -> dict[str, list[float]]:
@@ -80,7 +72,8 @@ def run_subject(name: str, image: Volume, liver: Volume, start: Start, k: int, a
     axis = dense.slice_axis
     painted = dense.keep_every_k(k)
     base_mask, uncertainty = fill(image, painted, start)
-    record: dict[str, Any] = {"subject": name, "k": k, "painted": painted.annotated.tolist(),
+    record: dict[str, Any] = {"subject": name, "k": k, "recipe": FILL_RECIPE.train_settings(fine_tune=True),
+                              "painted": painted.annotated.tolist(),
                               "slices": int(image.array.shape[axis]), "base": _per_slice(base_mask, reference, axis),
                               "base_uncertainty": uncertainty, "added": {}}
     count = int(image.array.shape[axis])
@@ -121,11 +114,11 @@ def run_fills(results: Path, mri: list[str], btcv: list[str], ct_sample: bool, k
                     shipped_model_path("ct"), k, added, out)
 
 
-def fill_table_rows(results: Path) -> list[dict[str, Any]]:
+def fill_table_rows(results: Path, folder: str = "fill") -> list[dict[str, Any]]:
     """Per subject and N: Dice of both rules on the slices unpainted under both, on their own unpainted slices,
     and of the whole volume."""
     rows = []
-    for path in sorted((results / "fill").glob("*.json")):
+    for path in sorted((results / folder).glob("*.json")):
         record = json.loads(path.read_text())
         painted = set(record["painted"])
         for n, entry in record["added"].items():

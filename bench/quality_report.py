@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality_fill import fill_table_rows
+from bench.quality_fill import FOLDERS, fill_table_rows
 from bench.quality_scores import BAD_DICE, FALSE_ALARM_CAP, TOP
 
 SETS = (("mri_clean", "MRI, held-out subjects"), ("mri_all", "MRI, held-out + hard inputs"),
@@ -126,16 +126,16 @@ def _speed_section(speed: Any) -> list[str]:
     return lines + [""]
 
 
-def _fill_section(results: Path) -> list[str]:
-    rows = fill_table_rows(results)
+def _fill_section(results: Path, folder: str) -> list[str]:
+    rows = fill_table_rows(results, folder)
     if not rows:
         return []
     subjects = sorted({r["subject"] for r in rows})
-    lines = ["## Paint next here", "",
-             "From every 10th liver slice painted and filled, N more slices are painted (from the manual reference), "
-             "chosen by the fill's uncertainty (`least_sure`) or as the middles of the largest gaps (`largest_gaps`), and "
-             f"the volume is filled again. Subjects: {', '.join(subjects)}. Dice on the slices unpainted under both rules "
-             "(the same slices), mean over subjects; wins: subjects where the rule scored higher by more than 0.001.", "",
+    recipe = json.loads(next((results / folder).glob("*.json")).read_text()).get("recipe", {})
+    lines = [f"### {FOLDERS[folder][0].upper() + FOLDERS[folder][1:]} ({recipe.get('epochs', '?')} epochs of "
+             f"{recipe.get('samples_per_epoch', '?')} slices)", "",
+             f"Subjects: {', '.join(subjects)}. Dice on the slices unpainted under both rules (the same slices), mean "
+             "over subjects; wins: subjects where `least_sure` scored higher by more than 0.001, losses: lower.", "",
              "| N | largest_gaps | least_sure | least_sure wins / losses | own unpainted slices: gaps / least sure | "
              "whole volume: gaps / least sure |", "|---|---|---|---|---|---|"]
     for n in sorted({r["added"] for r in rows}):
@@ -170,7 +170,16 @@ def write_report(results: Path, output: Path) -> None:
                          f"residuals {c['residual_low']:+.3f} / {c['residual_high']:+.3f}, review below {c['review_below']:.3f}; "
                          f"{c['source']}")
         lines.append("")
-    lines += _speed_section(_load(results / "speed.json")) + _fill_section(results)
+    lines += _speed_section(_load(results / "speed.json"))
+    fills = [line for folder in FOLDERS for line in _fill_section(results, folder)]
+    if fills:
+        lines += ["## Paint next here", "",
+                  "From every 10th liver slice painted and filled (*Fill from painted slices*, "
+                  "`LiverUNetLib.fill.fill_from_painted`), N more slices are painted from the manual reference, chosen "
+                  "by the fill's uncertainty (`least_sure`: most expected wrong voxels, never a neighbour of a painted "
+                  "or chosen slice) or as the middles of the largest gaps between painted slices (`largest_gaps`), and "
+                  "the volume is filled again. Each fill starts from the fold network that never saw the subject (the "
+                  "shipped CT model for the CHAOS CT sample).", ""] + fills
     notes_file = output.parent / "quality_notes.md"
     if notes_file.exists():
         lines += [notes_file.read_text().rstrip(), ""]

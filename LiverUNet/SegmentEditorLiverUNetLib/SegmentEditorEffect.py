@@ -54,8 +54,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.warmWorker: Optional[WarmWorker] = None  # started on the first Apply, kept for the next ones
         self.workerCommand: Optional[list[str]] = None  # None: PythonSlicer -m LiverUNetLib.worker
         self.targets: Optional[SliceTargets] = None  # the slices "Jump to next slice" visits
-        # the last fill's per-slice uncertainty and what it was computed on (segmentation, segment, grid)
-        self.lastFill: Optional[tuple[tuple, list[float]]] = None
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -212,7 +210,6 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         quality = qualityOf({"quality": result.quality})
         if snapshot is not None and snapshot.painted is not None:  # a fill: its uncertainty when the worker sent it
             uncertainty = quality.slice_uncertainty if quality is not None else None
-            self.lastFill = (self._paintingKey(snapshot), uncertainty) if uncertainty else None
             targets = paintTargets(snapshot.volume, snapshot.painted.annotated.tolist(), uncertainty)
             self._setTargets(targets, paintText(targets, afterFill=True))
         elif snapshot is not None and quality is not None:
@@ -220,11 +217,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         else:
             self._setTargets(None, "")
 
-    @staticmethod
-    def _paintingKey(snapshot) -> tuple:
-        return (snapshot.segmentationNode.GetID(), snapshot.segmentId, snapshot.extent)
-
     def onSuggest(self) -> None:
+        """While painting: from the painted slices alone (no model has seen this painting yet)."""
         from LiverUNetSlicerLib.effect_core import takeSnapshot
 
         try:
@@ -232,8 +226,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         except LiverUNetError as error:
             self._setTargets(None, str(error))
             return
-        uncertainty = self.lastFill[1] if self.lastFill and self.lastFill[0] == self._paintingKey(snapshot) else None
-        targets = paintTargets(snapshot.volume, snapshot.painted.annotated.tolist(), uncertainty)
+        targets = paintTargets(snapshot.volume, snapshot.painted.annotated.tolist())
         self._setTargets(targets, paintText(targets, afterFill=False))
 
     def onJump(self) -> None:
