@@ -222,10 +222,13 @@ def test_manifest_mistakes_are_one_line_errors(tmp_path, capsys):
 def test_quality_estimate_fields_go_into_the_report(tiny_model, tmp_path, monkeypatch):
     import LiverUNetLib.inference as inference
 
-    class Quality:
+    class Quality:  # what quality.QualityEstimate gives, with fixed numbers
         def to_dict(self):
             return {"estimated_dice": 0.91, "estimated_dice_low": 0.85, "estimated_dice_high": 0.95,
-                    "least_sure_slices": [3, 7]}
+                    "least_sure_slices": [3, 7], "summary": self.summary()}
+
+        def summary(self):
+            return "estimated Dice 0.91 (0.85-0.95)"
 
     real = inference.segment_volume
 
