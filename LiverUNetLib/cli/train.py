@@ -208,13 +208,15 @@ def run(args: argparse.Namespace, bar: ProgressBar) -> int:
     from ..training_files import load_training_case
 
     from ..training import TrainConfig, train
+    from ..training_distributed import is_writer
 
+    speaks = is_writer()  # under torchrun only rank 0 prints, as only it reports progress and writes the model
     pairs = _pair_training_files(args.images, args.labels)
     output = _check_train_output(args.output, pairs, args.init)
     settings = _train_settings(args)
     cases = []
     for number, (name, image_path, label_path) in enumerate(pairs, start=1):
-        if bar.enabled:
+        if bar.enabled and speaks:
             print(f"loading case {number}/{len(pairs)}: {name}", file=sys.stderr)
         try:
             cases.append(
@@ -238,14 +240,16 @@ def run(args: argparse.Namespace, bar: ProgressBar) -> int:
         raise LiverUNetError(f"--folds {settings['folds']} needs at least as many cases; got {len(cases)}.")
     config = TrainConfig.from_dict(settings)
     annotated = sum(c.label.annotated_count for c in cases)
-    print(
-        f"training on {len(cases)} case(s), {annotated} annotated slices, modality "
-        f"{settings['modality'].upper()}", file=sys.stderr,
-    )
+    if speaks:
+        print(
+            f"training on {len(cases)} case(s), {annotated} annotated slices, modality "
+            f"{settings['modality'].upper()}", file=sys.stderr,
+        )
     result = train(cases, config, output, init_model=args.init, progress=bar, resume=not args.no_resume)
     bar.finish()
     dice = "n/a" if result.validation_dice is None else f"{result.validation_dice:.3f}"
-    print(f"wrote {result.model_path} (validation Dice {dice}, epochs {result.epochs_run})")
+    if speaks:
+        print(f"wrote {result.model_path} (validation Dice {dice}, epochs {result.epochs_run})")
     return EXIT_OK
 
 
