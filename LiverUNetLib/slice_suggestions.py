@@ -7,8 +7,8 @@ Two rules, compared in ``python bench/quality.py fill`` (docs/quality.md, *Paint
 * ``LEAST_SURE``: the unpainted slices where the fill (a model fine-tuned on the painting so far) is least sure,
   by the expected wrong voxels per slice of its quality estimate (quality.py), never two neighbours.
 
-``SHIPPED_RULE`` is the one Slicer offers. Torch-free: the Slicer process calls it directly. A suggestion is
-never a painted slice.
+``SHIPPED_RULE`` is the one Slicer offers after a fill; before any fill there is no uncertainty and the largest
+gaps are suggested. Torch-free: the Slicer process calls it directly. A suggestion is never a painted slice.
 """
 
 from __future__ import annotations
@@ -27,10 +27,14 @@ class SuggestionRule(Enum):
     LEAST_SURE = "least_sure"
 
 
-#: The rule offered to users; the other stays for the benchmark. Chosen by ``bench/quality.py fill`` (docs/quality.md).
-SHIPPED_RULE = SuggestionRule.LARGEST_GAPS
-#: Suggestions shown at once.
-SUGGESTION_COUNT = 3
+#: The rule offered after a fill, chosen by ``bench/quality.py fill`` (docs/quality.md, *Paint next here*): from
+#: every 10th liver slice painted, four more chosen least sure then filled again gave Dice 0.938 against 0.934 for
+#: the middles of the largest gaps on the slices unpainted under both (better on 8 of 9 subjects, 5 CHAOS MRI and
+#: 4 CT; 7 of 9 with the recipe's earlier 6 epochs). One slice alone did worse (0.940 against 0.942): the list is
+#: meant to be painted whole.
+SHIPPED_RULE = SuggestionRule.LEAST_SURE
+#: Suggestions shown at once: the count measured.
+SUGGESTION_COUNT = 4
 
 
 def _painted(painted: Sequence[int], slice_count: int) -> np.ndarray:

@@ -75,18 +75,17 @@ def _distanceToPlane(view, ras) -> float:
 
 
 def test_paint_targets_are_never_painted_and_follow_the_shipped_rule(mrml):
-    from LiverUNetLib.slice_suggestions import SHIPPED_RULE, SuggestionRule
     from LiverUNetSlicerLib.slice_suggestions import paintTargets, paintText
 
     _, volume = _oblique_volume_node()
     uncertainty = [0.0] * volume.array.shape[0]
     uncertainty[1] = 50.0  # a painted slice: never suggested, whatever its uncertainty
     uncertainty[7] = 40.0
-    targets = paintTargets(volume, [1, 4], uncertainty, count=2)
-    assert not set(targets.slices) & {1, 4}
-    if SHIPPED_RULE is SuggestionRule.LARGEST_GAPS:
-        assert targets.slices == [2, 3]  # the gap between 1 and 4, then what is left of it; nothing beyond
-    assert paintText(targets, afterFill=True).startswith("To check and paint next: slice")
+    afterFill = paintTargets(volume, [1, 4], uncertainty, count=2)
+    assert afterFill.slices == [7]  # least sure; nothing else is unsure
+    assert paintText(afterFill, afterFill=True) == "Least sure after the fill: slice 7. Check it, paint it and fill again."
+    whilePainting = paintTargets(volume, [1, 4], count=2)  # no fill yet: the largest gaps
+    assert whilePainting.slices == [2, 3] and paintText(whilePainting, afterFill=False) == "Paint next: slices 2, 3."
     assert "at least two slices" in paintText(paintTargets(volume, [3]), afterFill=False)
 
 

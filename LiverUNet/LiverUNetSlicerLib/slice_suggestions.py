@@ -117,7 +117,12 @@ def paintTargets(volume: Volume, painted: Sequence[int], sliceUncertainty: Optio
 
 
 def paintText(targets: SliceTargets, afterFill: bool) -> str:
+    """The suggestion in words. After a fill the list is where the fill is least sure, measured as a whole (paint all
+    of it, then fill again: docs/quality.md); before one, the middles of the largest gaps."""
     if not targets.slices:
         return "No slice to suggest: paint the liver on at least two slices with a gap between them."
-    where = "To check and paint next" if afterFill else "Paint next"
-    return f"{where}: slice{'s' if len(targets.slices) > 1 else ''} {targets.describe()}."
+    plural = "s" if len(targets.slices) > 1 else ""
+    if afterFill:
+        them = "them, paint them all" if plural else "it, paint it"
+        return f"Least sure after the fill: slice{plural} {targets.describe()}. Check {them} and fill again."
+    return f"Paint next: slice{plural} {targets.describe()}."
