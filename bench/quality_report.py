@@ -164,7 +164,9 @@ def write_report(results: Path, output: Path) -> None:
              "the notes at the end.", ""]
     if summary:
         lines += _held_out_section(summary) + _slices_section(summary) + _unseen_section(summary)
-        lines += ["## Calibrations kept in the model cards", ""]
+        lines += ["## The calibrations", "",
+                  "`mri` and `ct` are kept in the shipped models' cards (`card.quality`); `generic` is "
+                  "`LiverUNetLib.quality.GENERIC_CALIBRATION`, for models without their own.", ""]
         for name, c in summary["calibrations"].items():
             lines.append(f"- {name}: log(1 - Dice) = {c['intercept']:.3f} + {c['slope']:.3f} log(signal), range "
                          f"residuals {c['residual_low']:+.3f} / {c['residual_high']:+.3f}, review below {c['review_below']:.3f}; "
