@@ -15,6 +15,8 @@ Commands (``all`` runs the first three in a row; ``--threads 1`` and two process
     python bench/accuracy.py all               # everything below but ship, resumable
     python bench/accuracy.py generalisation --k 1 5 3
     python bench/accuracy.py generalisation --k 5 --train-subjects 3   # a model from a few painted scans
+    python bench/accuracy.py generalisation --k 5 --train-subjects 3 --tag T \
+        --init-fold-networks LiverUNetLib/models/liver_mri_t2_default.pt  # ... started from the shipped model
     python bench/accuracy.py densify --k 5 10 3 --modes mci finetune scratch
     python bench/accuracy.py report            # docs/accuracy.md + docs/accuracy.png
     python bench/accuracy.py ship --k 1        # fold ensemble -> shipped default model
@@ -69,6 +71,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="train each fold on N of its subjects only (a few painted scans); adds _nN to the tag")
     g.add_argument("--init-model", type=Path, default=None, metavar="MODEL",
                    help="start every fold from this model's networks (e.g. LiverUNetLib/models/liver_ct_default.pt)")
+    g.add_argument("--init-fold-networks", type=Path, default=None, metavar="MODEL",
+                   help="start fold f from network f of this fold ensemble, which never saw fold f's held-out subjects "
+                        "(the shipped MRI model: *Train* started from the shipped model, scored on new subjects)")
     g.add_argument("--fill-per-subject", action="store_true",
                    help="with --self-train-from: fine-tune the fold model on each subject's painted slices before it fills them")
     d = sub.add_parser("densify")
@@ -100,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.train_subjects is not None:
                 tag = tagged(tag, f"n{args.train_subjects}") if tag else f"n{args.train_subjects}"
             run_generalisation(k, recipe, args.results, args.folds, tag, args.self_train_from, args.fill_per_subject,
-                               args.train_subjects, args.init_model)
+                               args.train_subjects, args.init_model, args.init_fold_networks)
     elif args.command == "densify":
         for k in args.k:
             run_densify(k, args.modes, recipe, args.results, args.subjects, args.tag)

@@ -21,6 +21,7 @@ from bench.accuracy_recipe import Recipe, every_tenth_epoch, inference_config, t
 from bench.accuracy_scores import mask_dice, metrics_row
 from LiverUNetLib.inference import segment_volume
 from LiverUNetLib.labels import SparseLabel, sparse_label_from_mask
+from LiverUNetLib.model_file import LiverModel, load_model
 from LiverUNetLib.volume import Volume
 
 
@@ -59,9 +60,18 @@ def fill_model_for(image: Volume, painted: SparseLabel, subject: str, base: Path
     return path
 
 
+def fold_network(ensemble: Path, fold: int) -> LiverModel:
+    """Network ``fold`` of a fold ensemble as a one-network model (the start of that fold's training)."""
+    model = load_model(ensemble)
+    if len(model.networks) <= fold:
+        raise SystemExit(f"{ensemble} holds {len(model.networks)} networks, not one per fold")
+    return LiverModel([model.networks[fold]], model.network_config, model.preprocess, model.card, model.threshold)
+
+
 def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], tag: str = "",
                        self_train_from: str = "", fill_per_subject: bool = False,
-                       train_subjects: Optional[int] = None, init_model: Optional[Path] = None) -> None:
+                       train_subjects: Optional[int] = None, init_model: Optional[Path] = None,
+                       init_fold_networks: Optional[Path] = None) -> None:
     """``train_subjects``: train on that many of the fold's subjects only (how a model from a few painted
     scans does on new ones); the held-out subjects and their scoring are unchanged.
     ``self_train_from``: a tag of a finished k-sparse run. Its fold model fills the unpainted slices of the
@@ -69,7 +79,10 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
     ``fill_per_subject``: each subject is filled by that model fine-tuned on the subject's own painted
     slices first (densify, then train: what a user can do in Slicer with "Fill from painted slices").
     ``init_model``: every fold starts from this model's networks instead of random weights (for example the
-    shipped CT model: does MRI training gain from what it learnt on CT?)."""
+    shipped CT model: does MRI training gain from what it learnt on CT?).
+    ``init_fold_networks``: fold f starts from network f of this fold ensemble (the shipped MRI model holds the
+    five fold networks of this same split, in fold order), so the start never saw the subjects scored: what
+    *Train* started from the shipped model gives on new subjects."""
     from LiverUNetLib.training import split_cases, train
 
     for fold in folds:
@@ -94,7 +107,8 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
         model_path = fold_model_path(results, k, tag, fold)
         started = time.perf_counter()
         config = train_config(recipe, seed=fold + 100 * recipe.seed)
-        trained = train(cases, config, model_path, init_model=init if init is not None else init_model, resume=True,
+        start = init if init is not None else fold_network(init_fold_networks, fold) if init_fold_networks else init_model
+        trained = train(cases, config, model_path, init_model=start, resume=True,
                         progress=every_tenth_epoch(f"k={k} fold={fold}"))
         seconds = time.perf_counter() - started
         rows = {}
@@ -110,6 +124,7 @@ def run_generalisation(k: int, recipe: Recipe, results: Path, folds: list[int], 
             **({"self_trained_from": self_train_from, "fill_per_subject": fill_per_subject,
                 "fill_dice_unpainted": fill_quality} if init is not None else {}),
             **({"initialised_from": str(init_model)} if init_model is not None else {}),
+            **({"initialised_from": f"{init_fold_networks} network {fold}"} if init_fold_networks else {}),
             "train_seconds": round(seconds, 1), "device": trained.device, "recipe": asdict(recipe),
             **({"validation_subjects": [cases[i].name for i in split_cases(len(cases), config)[0][1]],
                 "validation_dice": trained.validation_dice, "epochs_run": trained.epochs_run}
