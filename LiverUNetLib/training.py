@@ -51,6 +51,7 @@ from .training_checkpoints import (  # noqa: F401
 from .training_folds import _run_name, split_cases, training_runs  # noqa: F401
 from .training_sampler import _PreparedCase, _SliceSampler, neighbour_masks, prepare_case  # noqa: F401
 from .training_start import fine_tuning_preprocess, start_network_dice, start_networks_worth_keeping  # noqa: F401
+from .train_schedule import TRAIN_SCHEDULE
 from .training_distributed import training_hooks
 from .volume import Volume
 
@@ -78,7 +79,9 @@ class TrainConfig:
     five cases up, so the user sees a validation Dice and the best checkpoint of the annealed phase is kept.
     """
 
-    epochs: int = 120
+    # None: the schedule of how training starts (train_schedule.py): 120 epochs from scratch, fewer from a model;
+    # learning_rate likewise (2e-3 from scratch). A value given here wins either way
+    epochs: Optional[int] = None
     folds: int = 1
     # networks trained on each fold's cases from different random starts and averaged at inference:
     # with every 5th slice painted two gained +0.007 Dice (docs/accuracy_notes.md), at twice the time
@@ -95,7 +98,7 @@ class TrainConfig:
     # never more than 0.001 lower), where on MRI the start gained +0.013 with every 10th slice painted
     keep_start_networks_on_ct: bool = False
     batch_size: int = 8
-    learning_rate: float = 2e-3
+    learning_rate: Optional[float] = None
     weight_decay: float = 1e-4
     augmentation_strength: float = 1.0
     appearance_augmentation: bool = True  # random intensity curves and liver brightness (augmentation.py)
@@ -160,8 +163,10 @@ class TrainConfig:
             except ValueError:
                 choices = ", ".join(k.value for k in kind)
                 problems.append(f"{key} must be one of {choices} (got {getattr(self, key)!r})")
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             problems.append(f"epochs must be at least 1 (got {self.epochs})")
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate >= 0):
+            problems.append(f"learning rate must be 0 or more (got {self.learning_rate})")
         if self.folds < 1:
             problems.append(f"folds must be at least 1 (got {self.folds})")
         if self.networks_per_fold < 1:
@@ -199,6 +204,15 @@ class TrainConfig:
             problems.append(f"in-plane spacing must be positive, or null for native (got {self.in_plane_spacing_mm})")
         if problems:
             raise LiverUNetError("Invalid training settings: " + "; ".join(problems) + ".")
+
+    def scheduled(self, fine_tune: bool) -> "TrainConfig":
+        """This config with the schedule filled in where it is unset: the fine-tuning schedule when training
+        starts from a model, the cross-validated one from scratch (train_schedule.py)."""
+        return replace(
+            self,
+            epochs=self.epochs if self.epochs is not None else TRAIN_SCHEDULE.epochs(fine_tune),
+            learning_rate=self.learning_rate if self.learning_rate is not None else TRAIN_SCHEDULE.learning_rate(fine_tune),
+        )
 
     def network_config(self) -> NetworkConfig:
         return NetworkConfig(
@@ -310,6 +324,7 @@ def train(
                 f"{config.neighbour_organs}. Fine-tune with neighbour_organs 0 (the liver alone) or train from scratch.")
     else:
         network_config, preprocess = config.network_config(), config.preprocess_config()
+    config = config.scheduled(fine_tune=init is not None)
 
     torch.manual_seed(config.seed)
     # under torchrun, DDP across the processes (training_distributed.py); in one process the hooks do nothing

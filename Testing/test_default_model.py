@@ -36,7 +36,7 @@ def test_training_defaults_are_the_shipped_models_recipe():
     from LiverUNetLib.training import TrainConfig
 
     recipe = load_model(default_model_path()).card.training["recipe"]
-    defaults = TrainConfig()
+    defaults = TrainConfig().scheduled(fine_tune=False)
     for field in ("epochs", "samples_per_epoch", "base_channels", "depth", "in_plane_spacing_mm", "context_slices",
                   "crop_size", "learning_rate", "appearance_augmentation", "mixed_precision", "boundary_weight",
                   "augmentation_strength"):

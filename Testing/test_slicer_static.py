@@ -215,6 +215,24 @@ def test_the_panel_only_sets_training_settings_that_exist():
     assert keys <= set(TrainConfig.__dataclass_fields__), keys - set(TrainConfig.__dataclass_fields__)
 
 
+def test_the_panels_epochs_default_to_the_librarys_schedule():
+    """Epochs 0 shows "automatic" and sends no epochs, so training from the shipped model takes the short
+    fine-tuning schedule and training from scratch the cross-validated one (LiverUNetLib/train_schedule.py)."""
+    field = wrapperFields()["training.epochs"]
+    assert baseType(field) == ("int", ["WithinRange(0, 1000)"])
+    pack = classes(parse(PARAMETERS))["TrainingSettings"]
+    default = next(n.value for n in pack.body if isinstance(n, ast.AnnAssign) and n.target.id == "epochs")
+    assert ast.literal_eval(default) == 0
+    assert '"epochs": self.training.epochs or None' in PARAMETERS.read_text(encoding="utf-8")
+    spin = next(w for w in ET.parse(UI_FILE).iter("widget") if w.get("name") == "epochsSpinBox")
+    special = next(p for p in spin.findall("property") if p.get("name") == "specialValueText")
+    assert special.find("string").text == "automatic"
+    from LiverUNetLib.train_schedule import TRAIN_SCHEDULE
+
+    tip = next(p for p in spin.findall("property") if p.get("name") == "toolTip").find("string").text
+    assert TRAIN_SCHEDULE.describe() in tip, "the tooltip must state the library's schedule"
+
+
 def test_enum_fields_use_enums_with_labels():
     tree = parse(MODULE / "LiverUNetSlicerLib" / "options.py")
     for name in ENUMS:

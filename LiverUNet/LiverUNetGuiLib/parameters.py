@@ -27,7 +27,9 @@ class TrainingCaseParameters:
 
 @parameterPack
 class TrainingSettings:
-    epochs: Annotated[int, WithinRange(1, 1000)] = 120  # the cross-validated recipe's schedule
+    # 0: automatic, the schedule of how training starts (LiverUNetLib/train_schedule.py): the cross-validated
+    # 120 epochs from scratch, fewer from a model (the shipped one by default), which already knows livers
+    epochs: Annotated[int, WithinRange(0, 1000)] = 0
     folds: Annotated[int, WithinRange(1, 10)] = 1
     # averaged networks from different random starts; 1 keeps CPU training time (docs/accuracy_notes.md)
     networksPerFold: Annotated[int, WithinRange(1, 5)] = 1
@@ -52,7 +54,7 @@ class LiverUNetParameterNode:
     def trainConfig(self) -> dict:
         """The ``TrainConfig`` fields the panel sets (the library supplies the rest)."""
         return {
-            "epochs": self.training.epochs,
+            "epochs": self.training.epochs or None,
             "folds": self.training.folds,
             "networks_per_fold": self.training.networksPerFold,
             "augmentation_strength": float(self.training.augmentationStrength),

@@ -38,7 +38,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="learn nothing from unpainted slices, not even those farther beyond the painted "
                     "ones than the painting interval (by default those count as liver-free); use it when "
                     "the painting does not reach the liver's top and bottom")
-    tr.add_argument("--epochs", type=positive_int, metavar="N")
+    tr.add_argument("--epochs", type=positive_int, metavar="N",
+                    help="training length (default: 120 from scratch, fewer with --init, which starts from a model "
+                    "that already knows livers; LiverUNetLib/train_schedule.py)")
     tr.add_argument("--folds", type=positive_int, metavar="K", help="k-fold ensemble (default 1)")
     tr.add_argument("--networks", type=positive_int, metavar="N",
                     help="networks per fold, from different random starts, averaged (default 1; N times "
@@ -57,7 +59,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     tr.add_argument("--patience", type=positive_int, metavar="N",
                     help="early-stopping patience (epochs), counted only in the last 45 %% of the epochs and "
                     "only with a validation hold-out (five cases or more; default 15)")
-    tr.add_argument("--learning-rate", type=positive_float, metavar="LR")
+    tr.add_argument("--learning-rate", type=positive_float, metavar="LR",
+                    help="peak of the one-cycle schedule (default: 2e-3 from scratch, lower with --init)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--settings", metavar="JSON",
                     help="more training settings as a JSON object or a .json file (TrainConfig "
