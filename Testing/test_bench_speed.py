@@ -121,6 +121,26 @@ def test_the_fill_is_timed_as_the_effects_job_on_a_painted_scan(tiny, tmp_path):
                           f"({len(liver_slices[1::2])} slices)")
 
 
+def test_train_is_timed_as_the_panels_job_from_the_shipped_model(mri_image_path):
+    """``speed.py --train``: the worker's train job on three CHAOS subjects painted every 5th liver slice, from the
+    shipped MRI model (one short epoch here; the benchmark runs the panel's schedule)."""
+    mri_image_path("20")  # skips, or fails under LIVERUNET_REQUIRE_DATA=1, without the data
+    train_time = pytest.importorskip("bench.train_time")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        record = train_time.time_train("mri", ["20", "37", "38"], 5, {"epochs": 1, "samples_per_epoch": 8})
+    finally:
+        torch.set_num_threads(threads)
+    assert record["epochs"] == 1 and record["epochs_run"] == [1] and record["seconds"] > 0
+    assert record["settings"]["liver_free_beyond_painting"] is True and record["settings"]["folds"] == 1
+    for subject, painted in record["annotated_slices"].items():
+        image, liver = train_time.load_scan("mri", subject)
+        assert painted == len(np.flatnonzero(liver.array.any(axis=(1, 2)))[2::5])  # every 5th, from the 3rd
+    row = speed_report.format_table({"train": {"mri": record}})[-1]
+    assert row.startswith("| Train from three painted scans (mri, ") and "1 epochs" in row
+
+
 @pytest.mark.parametrize("directions", [np.eye(3), np.diag([-1.0, -1.0, 1.0])], ids=["ras", "lps"])
 def test_monai_feeds_the_networks_what_ours_does(tmp_path, directions):
     """Hand-set networks whose liver is the superior neighbour's bright box: a transposed, flipped or reversed

@@ -21,6 +21,9 @@ What it measures, in one process, medians of ``--repeats`` runs after one warm-u
 * with ``--fill``, *Fill from painted slices* end to end as the effect runs it (``bench/speed_fill.py``: the
   worker's fill job from the shipped model) on the CHAOS CT sample and the CHAOS MRI subject, painted on every
   10th liver slice, with the Dice on the unpainted slices;
+* with ``--train``, *Train* from three painted scans started from the shipped model of their modality, as Slicer's
+  panel runs it (``bench/train_time.py``: the worker's train job, three CHAOS MRI subjects and three BTCV CTs
+  painted on every 5th liver slice);
 * training throughput (slices/s with augmentation) with the MRI model's architecture (``bench/speed_train.py``);
   with ``--train-to-dice``, the time until validation Dice 0.90 on held-out CHAOS subjects.
 
@@ -137,6 +140,19 @@ def fill_section(args: argparse.Namespace, work: Path, log: Log) -> dict[str, An
     return time_fills(cases, args.fill_repeats, folder, log)
 
 
+def train_section(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    """*Train* from three painted scans per modality, started from the shipped model (the panel's job)."""
+    from bench.train_time import SUBJECTS, time_train
+
+    records = {}
+    for modality in ("mri",) + (() if args.skip_ct else ("ct",)):
+        records[modality] = time_train(modality, SUBJECTS[modality], args.train_every_k)
+        r = records[modality]
+        log(f"  train, {modality}: {r['seconds']:.0f} s ({r['epochs']} epochs, {sum(r['annotated_slices'].values())} "
+            f"painted slices)")
+    return records
+
+
 def training_section(model: LiverModel, args: argparse.Namespace, report: dict[str, Any], log: Log) -> None:
     settings = {
         "base_channels": model.network_config.base_channels, "depth": model.network_config.depth,
@@ -184,6 +200,9 @@ def run_benchmark(args: argparse.Namespace, log: Log = print,
         if args.fill:
             report["fill"] = fill_section(args, work, log)
             checkpoint(report)
+        if args.train:
+            report["train"] = train_section(args, log)
+            checkpoint(report)
         mri = next((c for c in cases if c.modality is Modality.MRI), None)
         if not args.skip_training and mri is not None:
             training_section(models[mri.name], args, report, log)
@@ -228,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "on a CPU)")
     parser.add_argument("--fill-every-k", type=int, default=10, help="paint every k-th liver slice for --fill")
     parser.add_argument("--fill-repeats", type=int, default=2, help="fills per image for --fill (median reported)")
+    parser.add_argument("--train", action="store_true", help="also time Train from three painted scans started from "
+                                                              "the shipped model (minutes per modality on a CPU)")
+    parser.add_argument("--train-every-k", type=int, default=5, help="paint every k-th liver slice for --train")
     parser.add_argument("--train-samples", type=int, default=64, help="slices per epoch for training throughput")
     parser.add_argument("--crop-size", type=int, default=128, help="training crop size")
     parser.add_argument("--train-to-dice", action="store_true", help="also time training to validation Dice 0.90")

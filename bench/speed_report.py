@@ -83,6 +83,10 @@ def _other_rows(report: dict[str, Any]) -> list[str]:
         lines.append(f"| Fill from painted slices, {name} {f['size']}, 1 in {f['every_k']} liver slices painted "
                      f"({len(f['painted_slices'])} slices) (s, median; runs {runs}) | **{f['seconds']:.1f}** (Dice on "
                      f"the unpainted slices {f['dice_unpainted']:.4f}) | | |")
+    for name, t in report.get("train", {}).items():
+        painted = sum(t["annotated_slices"].values())
+        lines.append(f"| Train from three painted scans ({name}, {painted} slices painted, 1 in {t['every_k']} liver "
+                     f"slices), from the shipped model, {t['epochs']} epochs (s) | **{t['seconds']:.0f}** | | |")
     if "training" in report:
         t = report["training"]
         lines.append(f"| training throughput (slices/s, augmentation included; {t['seconds_per_epoch']:.1f} s per "
