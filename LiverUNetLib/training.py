@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -52,7 +53,7 @@ from .training_folds import _run_name, split_cases, training_runs  # noqa: F401
 from .training_sampler import _PreparedCase, _SliceSampler, neighbour_masks, prepare_case  # noqa: F401
 from .training_start import fine_tuning_preprocess, start_network_dice, start_networks_worth_keeping  # noqa: F401
 from .train_schedule import TRAIN_SCHEDULE
-from .training_distributed import training_hooks
+from .training_distributed import close_process_group, training_hooks
 from .volume import Volume
 
 
@@ -284,7 +285,6 @@ def _provenance(cases: list[TrainingCase], config: TrainConfig, init: Optional[s
     }
 
 
-@fast_cpu_math()
 def train(
     cases: list[TrainingCase],
     config: Optional[TrainConfig] = None,
@@ -295,6 +295,27 @@ def train(
     resume: bool = True,
 ) -> TrainResult:
     """Train a liver model on ``cases`` and write it to ``output_path``."""
+    try:
+        return _train(cases, config, output_path, init_model, progress, cancel, resume)
+    except BaseException as error:
+        # Under torchrun a cancelled or failed run never reaches hooks.finish: its process group is closed here,
+        # not at exit, where an open gloo group aborted the process ("terminate called without an active
+        # exception"). The traceback's frames hold DDP's reducer, which holds the group: cleared first.
+        traceback.clear_frames(error.__traceback__)
+        close_process_group()
+        raise
+
+
+@fast_cpu_math()
+def _train(
+    cases: list[TrainingCase],
+    config: Optional[TrainConfig],
+    output_path: Union[str, os.PathLike],
+    init_model: Union[str, os.PathLike, LiverModel, None],
+    progress: ProgressCallback,
+    cancel: Optional[CancelToken],
+    resume: bool,
+) -> TrainResult:
     started = time.perf_counter()
     config = config or TrainConfig()
     cancel = cancel or CancelToken()
@@ -564,6 +585,7 @@ def train(
     if hooks.writes:
         save_model(model, output, half_precision=config.save_half_precision)
         resume_file.unlink(missing_ok=True)
+    train_net = None  # noqa: F841 - DDP's reducer holds the process group: released before it (hooks.finish)
     hooks.finish()
     progress(ProgressEvent(Stage.DONE, 1.0, "Training finished"))
     return TrainResult(output, mean_dice, epochs_run, fold_dice, time.perf_counter() - started, describe_device(device))

@@ -24,7 +24,9 @@ each (``LOCAL_RANK``).
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Optional, TypeVar
@@ -199,6 +201,7 @@ class DistributedHooks(TrainingHooks):
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
             dist.init_process_group(backend.value)
+            _OPENED_BY_TRAINING[0] = True
         self._order: Optional[torch.Generator] = None
         self._generators: list[torch.Generator] = []
         self._seed = 0
@@ -251,12 +254,31 @@ class DistributedHooks(TrainingHooks):
                                 "batch_norm": "synchronised across processes"}}
 
     def finish(self) -> None:
+        """Wait for every process, then close the group (called once the DDP wrappers are released)."""
         dist.barrier()  # the model is written before any process reports that training finished
-        if self._owns_group:
-            dist.destroy_process_group()
+        close_process_group()
 
     def _collective_device(self) -> torch.device:
         return self.device if self.backend is Backend.NCCL else torch.device("cpu")
+
+
+#: whether the open process group is training's own (a caller's group is left to the caller)
+_OPENED_BY_TRAINING = [False]
+
+
+def close_process_group() -> None:
+    """Close the process group training opened, if any: after a finished run (every process passed the barrier)
+    or a cancelled or failed one (no barrier: another process may have failed). gloo's worker threads free each
+    finished collective's tensors, which takes the GIL, while the group's destructor joins those threads holding
+    the GIL; a short sleep (which releases it) lets them finish first. A 2-process run in the test suite hung at
+    exit without it (py-spy: ~ProcessGroupGloo, from a DDP reducer's deallocation, joining a thread that waited for
+    the GIL in ~AsyncBarrierWork)."""
+    if not (_OPENED_BY_TRAINING[0] and dist.is_available() and dist.is_initialized()):
+        return
+    _OPENED_BY_TRAINING[0] = False
+    gc.collect()  # DDP wrappers caught in reference cycles, whose reducers hold the group
+    time.sleep(0.1)
+    dist.destroy_process_group()
 
 
 def training_hooks(device: torch.device, batch_size: int) -> TrainingHooks:
