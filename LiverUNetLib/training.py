@@ -53,7 +53,7 @@ from .training_folds import _run_name, split_cases, training_runs  # noqa: F401
 from .training_sampler import _PreparedCase, _SliceSampler, neighbour_masks, prepare_case  # noqa: F401
 from .training_start import fine_tuning_preprocess, start_network_dice, start_networks_worth_keeping  # noqa: F401
 from .train_schedule import TRAIN_SCHEDULE
-from .training_distributed import close_process_group, training_hooks
+from .training_distributed import close_process_group, process_group_opened_by_training, training_hooks
 from .volume import Volume
 
 
@@ -300,9 +300,15 @@ def train(
     except BaseException as error:
         # Under torchrun a cancelled or failed run never reaches hooks.finish: its process group is closed here,
         # not at exit, where an open gloo group aborted the process ("terminate called without an active
-        # exception"). The traceback's frames hold DDP's reducer, which holds the group: cleared first.
-        traceback.clear_frames(error.__traceback__)
-        close_process_group()
+        # exception"). The traceback's frames hold DDP's reducer, which holds the group: cleared first (only
+        # then, so a single-process failure keeps its locals for a debugger). The run's own error is the one
+        # raised, even if closing the group fails too.
+        if process_group_opened_by_training():
+            traceback.clear_frames(error.__traceback__)
+            try:
+                close_process_group()
+            except Exception:  # noqa: BLE001 - a broken group must not hide the error that broke it
+                pass
         raise
 
 

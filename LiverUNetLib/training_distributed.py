@@ -198,8 +198,7 @@ class DistributedHooks(TrainingHooks):
         super().__init__(device)
         self.rank, self.world_size, self.writes = launch.rank, launch.world_size, launch.rank == 0
         self.backend = backend
-        self._owns_group = not dist.is_initialized()
-        if self._owns_group:
+        if not dist.is_initialized():  # a caller's own group is used as it is, and left to the caller
             dist.init_process_group(backend.value)
             _OPENED_BY_TRAINING[0] = True
         self._order: Optional[torch.Generator] = None
@@ -266,6 +265,11 @@ class DistributedHooks(TrainingHooks):
 _OPENED_BY_TRAINING = [False]
 
 
+def process_group_opened_by_training() -> bool:
+    """True while a process group that training opened is open (only under torchrun)."""
+    return _OPENED_BY_TRAINING[0] and dist.is_available() and dist.is_initialized()
+
+
 def close_process_group() -> None:
     """Close the process group training opened, if any: after a finished run (every process passed the barrier)
     or a cancelled or failed one (no barrier: another process may have failed). gloo's worker threads free each
@@ -273,7 +277,7 @@ def close_process_group() -> None:
     the GIL; a short sleep (which releases it) lets them finish first. A 2-process run in the test suite hung at
     exit without it (py-spy: ~ProcessGroupGloo, from a DDP reducer's deallocation, joining a thread that waited for
     the GIL in ~AsyncBarrierWork)."""
-    if not (_OPENED_BY_TRAINING[0] and dist.is_available() and dist.is_initialized()):
+    if not process_group_opened_by_training():
         return
     _OPENED_BY_TRAINING[0] = False
     gc.collect()  # DDP wrappers caught in reference cycles, whose reducers hold the group

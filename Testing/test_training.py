@@ -781,3 +781,14 @@ def test_fewer_cases_than_a_validation_hold_out_needs_all_train_and_the_log_says
     assert split_cases(4, TrainConfig(validation_fraction=0.2)) == [([0, 1, 2, 3], [])]
     with pytest.raises(LiverUNetError, match="validation_min_cases"):
         TrainConfig(validation_min_cases=1)
+
+
+def test_a_failed_run_raises_its_own_error_with_its_locals_for_a_debugger(tmp_path):
+    """Only a torchrun process group makes train() clear the failed run's frames (training_distributed)."""
+    with pytest.raises(LiverUNetError, match="No training case given") as caught:
+        train([], config(), tmp_path / "none.pt")
+    frames, tb = {}, caught.tb
+    while tb is not None:
+        frames[tb.tb_frame.f_code.co_name] = tb.tb_frame.f_locals
+        tb = tb.tb_next
+    assert "_train" in frames and "cases" in frames["_train"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import LiverUNetError
+from ..train_schedule import TRAIN_SCHEDULE
 from .common import EXIT_OK, image_files, match_cases, positive_float, positive_int, warn_reading_notes
 from .progress_bar import ProgressBar
 
@@ -39,8 +40,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     "ones than the painting interval (by default those count as liver-free); use it when "
                     "the painting does not reach the liver's top and bottom")
     tr.add_argument("--epochs", type=positive_int, metavar="N",
-                    help="training length (default: 120 from scratch, fewer with --init, which starts from a model "
-                    "that already knows livers; LiverUNetLib/train_schedule.py)")
+                    help=f"training length (default: {TRAIN_SCHEDULE.scratch_epochs} from scratch, "
+                    f"{TRAIN_SCHEDULE.finetune_epochs} with --init, which starts from a model that already knows livers)")
     tr.add_argument("--folds", type=positive_int, metavar="K", help="k-fold ensemble (default 1)")
     tr.add_argument("--networks", type=positive_int, metavar="N",
                     help="networks per fold, from different random starts, averaged (default 1; N times "
@@ -60,7 +61,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="early-stopping patience (epochs), counted only in the last 45 %% of the epochs and "
                     "only with a validation hold-out (five cases or more; default 15)")
     tr.add_argument("--learning-rate", type=positive_float, metavar="LR",
-                    help="peak of the one-cycle schedule (default: 2e-3 from scratch, lower with --init)")
+                    help=f"peak of the one-cycle schedule (default: {TRAIN_SCHEDULE.scratch_learning_rate:g} from "
+                    f"scratch, {TRAIN_SCHEDULE.finetune_learning_rate:g} with --init, whatever --epochs says)")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--settings", metavar="JSON",
                     help="more training settings as a JSON object or a .json file (TrainConfig "
