@@ -164,8 +164,11 @@ def checkWidget(test) -> None:
     widget._parameterNode.inputVolume = volume
     test.assertIs(widget.ui.inputVolumeSelector.currentNode(), volume)
     test.assertTrue(widget.ui.segmentButton.enabled)
+    test.assertEqual(widget.ui.epochsSpinBox.text, "automatic")  # 0: the library's schedule (train_schedule.py)
+    test.assertIsNone(widget._parameterNode.trainConfig()["epochs"])
     widget.ui.epochsSpinBox.value = 7
     test.assertEqual(widget._parameterNode.training.epochs, 7)
+    test.assertEqual(widget._parameterNode.trainConfig()["epochs"], 7)
     widget.ui.networksPerFoldSpinBox.value = 2
     test.assertEqual(widget._parameterNode.trainConfig()["networks_per_fold"], 2)
     test.assertIsNone(widget._parameterNode.trainConfig()["modality"])  # Automatic: read from the images
