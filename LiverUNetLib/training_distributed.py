@@ -200,7 +200,7 @@ class DistributedHooks(TrainingHooks):
         self.backend = backend
         if not dist.is_initialized():  # a caller's own group is used as it is, and left to the caller
             dist.init_process_group(backend.value)
-            _OPENED_BY_TRAINING[0] = True
+            _mark_opened_by_training(True)
         self._order: Optional[torch.Generator] = None
         self._generators: list[torch.Generator] = []
         self._seed = 0
@@ -262,12 +262,17 @@ class DistributedHooks(TrainingHooks):
 
 
 #: whether the open process group is training's own (a caller's group is left to the caller)
-_OPENED_BY_TRAINING = [False]
+_opened_by_training = False
+
+
+def _mark_opened_by_training(opened: bool) -> None:
+    global _opened_by_training
+    _opened_by_training = opened
 
 
 def process_group_opened_by_training() -> bool:
     """True while a process group that training opened is open (only under torchrun)."""
-    return _OPENED_BY_TRAINING[0] and dist.is_available() and dist.is_initialized()
+    return _opened_by_training and dist.is_available() and dist.is_initialized()
 
 
 def close_process_group() -> None:
@@ -279,7 +284,7 @@ def close_process_group() -> None:
     the GIL in ~AsyncBarrierWork)."""
     if not process_group_opened_by_training():
         return
-    _OPENED_BY_TRAINING[0] = False
+    _mark_opened_by_training(False)
     gc.collect()  # DDP wrappers caught in reference cycles, whose reducers hold the group
     time.sleep(0.1)
     dist.destroy_process_group()

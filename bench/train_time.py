@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.mri_fill import cpu_seconds  # noqa: E402
+from bench.speed_report import write_json  # noqa: E402
 from LiverUNetLib.image_io import write_image  # noqa: E402
 from LiverUNetLib.labels import sparse_label_from_mask  # noqa: E402
 from LiverUNetLib.volume import Volume  # noqa: E402
@@ -55,16 +56,27 @@ def load_scan(modality: str, subject: str) -> tuple[Volume, Volume]:
     return image, liver
 
 
+def image_file(modality: str, subject: str) -> Path:
+    """The shared data's image file that ``load_scan`` reads: the job reads it where it lies."""
+    if modality == "mri":
+        from bench.accuracy import DATA
+
+        return DATA / "images" / f"image_{subject}.nii.gz"
+    from bench.accuracy_ct import BTCV
+
+    return BTCV / "images" / f"ct_{subject}.nii.gz"
+
+
 def painted_cases(modality: str, subjects: list[str], k: int, folder: Path) -> list[dict[str, Any]]:
     """The worker's case list: each scan's image file and its liver painted on every ``k``-th liver slice."""
     cases = []
     for subject in subjects:
         image, liver = load_scan(modality, subject)
         painted = sparse_label_from_mask(image, liver, label_value=1).keep_every_k(k)
-        image_file, label_file = folder / f"image_{subject}.nii.gz", folder / f"painted_{subject}.nii.gz"
-        write_image(image, image_file)
+        label_file = folder / f"painted_{subject}.nii.gz"
         write_image(image.with_array(painted.mask.astype(np.uint8)), label_file)
-        cases.append({"name": subject, "image": str(image_file), "label": str(label_file), "label_value": 1})
+        cases.append({"name": subject, "image": str(image_file(modality, subject)), "label": str(label_file),
+                      "label_value": 1})
     return cases
 
 
@@ -111,7 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       ("modality", "subjects", "annotated_slices", "epochs_run", "seconds", "cpu_seconds")}))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1))
+        write_json(record, args.json)
     return 0
 
 
